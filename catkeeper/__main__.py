@@ -1,0 +1,3 @@
+from catkeeper.cli import main
+
+raise SystemExit(main())

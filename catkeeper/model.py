@@ -1,0 +1,158 @@
+"""Plain data shared by the backend, the TUI and the ``--json`` dump.
+
+Every class is a frozen dataclass of JSON-native values (str, int, float, bool, None,
+tuples and nested dataclasses), so ``dataclasses.asdict`` output goes to ``json.dumps``
+as is and the table and the JSON can never disagree. Times are Unix epoch seconds (UTC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class HostState(StrEnum):
+    CONNECTING = "connecting"
+    UP = "up"
+    DEGRADED = "degraded"
+    UNREACHABLE = "unreachable"
+
+
+class VmState(StrEnum):
+    """libvirt's virDomainState, under the names ``virsh list`` uses."""
+
+    NOSTATE = "nostate"
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"  # in the middle of shutting down
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+
+    @classmethod
+    def from_libvirt(cls, code: int) -> VmState:
+        order = list(cls)
+        return order[code] if 0 <= code < len(order) else cls.NOSTATE
+
+    @property
+    def is_active(self) -> bool:
+        return self not in (VmState.SHUTOFF, VmState.CRASHED, VmState.NOSTATE)
+
+
+@dataclass(frozen=True)
+class Capacity:
+    cpus: int
+    memory_kib: int
+    free_memory_kib: int | None = None
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    uri: str
+    state: HostState = HostState.CONNECTING
+    error: str | None = None
+    error_since: float | None = None
+    last_ok_at: float | None = None
+    latency_ms: float | None = None
+    capacity: Capacity | None = None
+    vm_count: int = 0
+    readonly: bool = False
+    tags: tuple[str, ...] = ()
+    hypervisor: str | None = None
+    libvirt_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Nic:
+    mac: str
+    type: str  # network, bridge, direct, user, ...
+    source: str | None = None  # network or bridge name
+    model: str | None = None
+    target: str | None = None  # host-side device, e.g. vnet3
+
+
+@dataclass(frozen=True)
+class Graphics:
+    type: str  # vnc, spice, ...
+    port: int | None = None  # None while autoport has not assigned one
+    listen: str | None = None
+    autoport: bool = False
+    has_password: bool = False  # the password itself never leaves the backend
+    socket: str | None = None
+    tls_port: int | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    target: str
+    device: str  # disk, cdrom, floppy, lun
+    type: str  # file, block, volume, network
+    source: str | None = None
+    bus: str | None = None
+    format: str | None = None
+
+
+@dataclass(frozen=True)
+class Reservation:
+    owner: str
+    note: str = ""
+    since: float | None = None
+    until: float | None = None
+    contact: str | None = None
+    revision: int = 0
+
+    def is_expired(self, now: float) -> bool:
+        return self.until is not None and self.until <= now
+
+
+@dataclass(frozen=True)
+class IpSighting:
+    mac: str
+    ip: str
+    prefix: int | None
+    source: str  # agent, lease, arp, sweep-arp, sweep-icmp, neigh, ...
+    seen_at: float
+
+
+@dataclass(frozen=True)
+class VM:
+    host: str
+    name: str
+    uuid: str
+    state: VmState
+    vcpus: int
+    memory_kib: int
+    max_memory_kib: int
+    autostart: bool
+    persistent: bool
+    title: str | None = None
+    description: str | None = None
+    nics: tuple[Nic, ...] = ()
+    graphics: tuple[Graphics, ...] = ()
+    disks: tuple[Disk, ...] = ()
+    reservation: Reservation | None = None
+    ips: tuple[IpSighting, ...] = ()
+    stale: bool = False  # its host is unreachable; this is the last known view
+    updated_at: float = field(default=0.0, compare=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.host, self.uuid)
+
+    @property
+    def ref(self) -> str:
+        """The ``HOST/VM`` form the CLI takes."""
+        return f"{self.host}/{self.name}"
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A model object (or list of them) as plain JSON types."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(o) for o in obj]
+    return obj
