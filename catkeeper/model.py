@@ -81,7 +81,9 @@ class Graphics:
     port: int | None = None  # None while autoport has not assigned one
     listen: str | None = None
     autoport: bool = False
-    has_password: bool = False  # the password itself never leaves the backend
+    # None: unknown (a read-only connection cannot read the secure XML). The password
+    # itself never leaves the backend.
+    has_password: bool | None = None
     socket: str | None = None
     tls_port: int | None = None
 

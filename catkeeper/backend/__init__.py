@@ -1,0 +1,1 @@
+"""Everything that talks to libvirt and ssh. Never imports textual or rich."""

@@ -1,0 +1,32 @@
+"""Backend errors with messages fit to show a person as they are."""
+
+from __future__ import annotations
+
+import libvirt
+
+
+class BackendError(Exception):
+    """Something a user should read: ``str()`` is the whole message."""
+
+
+class HostUnavailable(BackendError):
+    pass
+
+
+class CallTimeout(BackendError):
+    pass
+
+
+class NotFound(BackendError):
+    pass
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a person, without libvirt's ``libvirt:`` noise or a traceback."""
+    if isinstance(exc, libvirt.libvirtError):
+        msg = exc.get_error_message() or str(exc)
+        return " ".join(msg.split())
+    if isinstance(exc, BackendError):
+        return str(exc)
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

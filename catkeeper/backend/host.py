@@ -1,0 +1,551 @@
+"""One libvirt host: its connection, its worker threads, its inventory, its health.
+
+All blocking libvirt calls run on the host's own threads (``HostExecutor``) and are bounded
+by a timeout; a host that fails goes ``unreachable`` with the error and is retried with
+exponential backoff, its VMs kept visible but marked stale. Results reach listeners as
+``events`` on the asyncio loop that started the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import libvirt
+
+from catkeeper.backend.errors import CallTimeout, HostUnavailable, describe
+from catkeeper.backend.events import (
+    DomainEvent,
+    HostChanged,
+    InventoryLoaded,
+    Listener,
+    VmChanged,
+    VmRemoved,
+)
+from catkeeper.backend.inventory import StaticInfo, build_vm, parse_domain_xml
+from catkeeper.backend.worker import HostExecutor
+from catkeeper.config import HostConfig, Timing
+from catkeeper.model import VM, Capacity, Host, HostState, VmState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+_DOMAIN_EVENTS = (
+    libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+    libvirt.VIR_DOMAIN_EVENT_ID_REBOOT,
+    libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
+    libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
+)
+# Events that change nothing the inventory shows; they are only passed on.
+_PASS_ONLY = {libvirt.VIR_DOMAIN_EVENT_ID_REBOOT}
+# How long to gather a burst of events for one domain before re-reading it.
+_EVENT_COALESCE_S = 0.05
+
+
+@dataclass
+class _Bulk:
+    """One round of the bulk calls: everything but the per-domain XML."""
+
+    uuids: list[str]
+    states: dict[str, VmState]
+    stats: dict[str, dict[str, Any]]
+    autostart: set[str]
+    persistent: set[str]
+    capacity: Capacity
+    latency_ms: float
+    hypervisor: str
+    libvirt_version: str
+    domains: dict[str, Any] = field(repr=False, default_factory=dict)
+
+
+def effective_uri(uri: str) -> str:
+    """The URI to open: ssh transports get ``no_tty=1`` so ssh never prompts on our terminal."""
+    parts = urlsplit(uri)
+    if "+ssh" not in parts.scheme:
+        return uri
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    query.setdefault("no_tty", "1")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _refuse_credentials(_creds: list[Any], _data: object) -> int:
+    # Any interactive prompt would write onto the TUI's screen: fail instead, and the
+    # host shows the authentication error.
+    return -1
+
+
+def _version_text(v: int) -> str:
+    return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
+
+
+def _read_bulk(conn: libvirt.virConnect) -> _Bulk:
+    started = time.perf_counter()
+    info = conn.getInfo()
+    latency = (time.perf_counter() - started) * 1000
+    try:
+        free: int | None = conn.getFreeMemory() // 1024
+    except libvirt.libvirtError:
+        free = None
+    domains = conn.listAllDomains(0)
+    autostart = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+    persistent = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+    }
+    stats: dict[str, dict[str, Any]] = {}
+    states: dict[str, VmState] = {}
+    if domains:
+        for dom, record in conn.getAllDomainStats(_STATS, 0):
+            uuid = dom.UUIDString()
+            stats[uuid] = record
+            states[uuid] = VmState.from_libvirt(int(record.get("state.state", 0)))
+    by_uuid = {d.UUIDString(): d for d in domains}
+    return _Bulk(
+        uuids=list(by_uuid),
+        states=states,
+        stats=stats,
+        autostart=autostart,
+        persistent=persistent,
+        capacity=Capacity(cpus=int(info[2]), memory_kib=int(info[1]) * 1024, free_memory_kib=free),
+        latency_ms=round(latency, 2),
+        hypervisor=conn.getType(),
+        libvirt_version=_version_text(conn.getLibVersion()),
+        domains=by_uuid,
+    )
+
+
+def _read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | BaseException]:
+    """Domain XML → parsed static info, one entry per domain (errors are data)."""
+    flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+    out: dict[str, StaticInfo | BaseException] = {}
+    for dom in domains:
+        uuid = dom.UUIDString()
+        try:
+            # The secure XML only tells whether a VNC password exists; parse_domain_xml
+            # keeps nothing of the password itself.
+            out[uuid] = parse_domain_xml(dom.XMLDesc(flags), secure=secure)
+        except libvirt.libvirtError as exc:
+            out[uuid] = exc
+    return out
+
+
+def _read_one(conn: libvirt.virConnect, uuid: str, secure: bool) -> tuple[Any, ...] | None:
+    """Everything about one domain, or None when it no longer exists."""
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        info = parse_domain_xml(
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE if secure else 0), secure=secure
+        )
+        state = VmState.from_libvirt(dom.state()[0])
+        return info, state, bool(dom.autostart()), bool(dom.isPersistent())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise
+
+
+class HostSession:
+    def __init__(
+        self,
+        cfg: HostConfig,
+        timing: Timing,
+        *,
+        readonly: bool,
+        emit: Listener,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg = cfg
+        self.timing = timing
+        self.readonly = readonly or cfg.readonly
+        self._emit = emit
+        self._clock = clock
+        self.host = Host(name=cfg.name, uri=cfg.uri, readonly=self.readonly, tags=cfg.tags)
+        self.vms: dict[str, VM] = {}
+        self._static: dict[str, StaticInfo] = {}
+        self._conn: libvirt.virConnect | None = None
+        self._executor: HostExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._settled = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._generation = 0
+        self._pending: set[str] = set()
+        self._flush_scheduled = False
+        self._callback_ids: list[int] = []
+        self._lost_reason = "connection lost"
+        self._degraded_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    # ---- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(self._run(), name=f"host-{self.name}")
+
+    async def wait_settled(self) -> None:
+        """Until the first connection attempt has ended, either way."""
+        await self._settled.wait()
+
+    async def aclose(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        await self._drop_connection(wait=0.5)
+
+    async def _run(self) -> None:
+        delay = self.timing.backoff_initial
+        while True:
+            try:
+                await self._connect()
+                await self._cold_load()
+            except Exception as exc:  # every failure is the host's state, never a crash
+                log.info("host %s: %s", self.name, describe(exc))
+                await self._drop_connection(wait=0)
+                self._go_unreachable(describe(exc))
+                self._settled.set()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.timing.backoff_max)
+                continue
+            delay = self.timing.backoff_initial
+            self._settled.set()
+            await self._watch()
+            await self._drop_connection(wait=0)
+
+    # ---- calls -----------------------------------------------------------------------
+
+    async def _submit(self, fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:
+        executor = self._executor
+        if executor is None:
+            raise HostUnavailable(f"{self.name} is not connected")
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(executor, fn, *args), timeout)
+        except TimeoutError:
+            raise CallTimeout(f"{self.name}: {what} timed out after {timeout:g} s") from None
+
+    async def call(
+        self, fn: Callable[[libvirt.virConnect], T], *, timeout: float | None = None,
+        what: str = "libvirt call",
+    ) -> T:
+        """Run ``fn(connection)`` on this host's threads, bounded by the call timeout."""
+        conn = self._conn
+        if conn is None:
+            state = self.host.state.value
+            reason = f": {self.host.error}" if self.host.error else ""
+            raise HostUnavailable(f"{self.name} is {state}{reason}")
+        return await self._submit(
+            fn, conn, timeout=timeout or self.timing.call_timeout, what=what
+        )
+
+    async def call_domain(
+        self, uuid: str, fn: Callable[[libvirt.virDomain], T], *, timeout: float | None = None,
+        what: str = "libvirt call",
+    ) -> T:
+        """Run ``fn(domain)`` for the domain with this UUID on this host's threads."""
+        return await self.call(
+            lambda conn: fn(conn.lookupByUUIDString(uuid)), timeout=timeout, what=what
+        )
+
+    # ---- connection --------------------------------------------------------------------
+
+    def _open(self) -> libvirt.virConnect:
+        flags = libvirt.VIR_CONNECT_RO if self.readonly else 0
+        auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], _refuse_credentials, None]
+        conn = libvirt.openAuth(effective_uri(self.cfg.uri), auth, flags)
+        try:
+            conn.setKeepAlive(self.timing.keepalive_interval, self.timing.keepalive_count)
+        except libvirt.libvirtError:
+            pass  # local and test drivers have no keepalive; they cannot drop either
+        return conn
+
+    async def _connect(self) -> None:
+        self._generation += 1
+        generation = self._generation
+        self._lost = asyncio.Event()
+        self._executor = HostExecutor(self.name, self.timing.workers_per_host)
+        if self.host.state is not HostState.CONNECTING:
+            self._set_host(state=HostState.CONNECTING)
+        conn = await self._submit(
+            self._open, timeout=self.timing.connect_timeout, what="connecting"
+        )
+        self._conn = conn
+        await self._submit(
+            self._register_callbacks, conn, generation, timeout=self.timing.call_timeout,
+            what="registering for events",
+        )
+
+    def _register_callbacks(self, conn: libvirt.virConnect, generation: int) -> None:
+        loop = self._loop
+        assert loop is not None
+
+        def on_close(_conn: Any, reason: int, _opaque: Any) -> None:
+            loop.call_soon_threadsafe(self._on_closed, generation, reason)
+
+        try:
+            conn.registerCloseCallback(on_close, None)
+        except libvirt.libvirtError:
+            pass  # drivers without a transport never close on their own
+        ids = []
+        for event_id in _DOMAIN_EVENTS:
+
+            def on_event(_conn: Any, dom: Any, *rest: Any, _eid: int = event_id) -> None:
+                loop.call_soon_threadsafe(
+                    self._on_domain_event, generation, dom.UUIDString(), _eid, tuple(rest[:-1])
+                )
+
+            try:
+                ids.append(conn.domainEventRegisterAny(None, event_id, on_event, None))
+            except libvirt.libvirtError:
+                log.debug("host %s: no event %d", self.name, event_id)
+        self._callback_ids = ids
+
+    def _on_closed(self, generation: int, reason: int) -> None:
+        if generation != self._generation:
+            return
+        reasons = {
+            libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+            libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "connection closed by the remote end",
+            libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timed out",
+            libvirt.VIR_CONNECT_CLOSE_REASON_CLIENT: "connection closed",
+        }
+        text = reasons.get(reason, f"connection closed ({reason})")
+        log.info("host %s: %s", self.name, text)
+        self._lost_reason = text
+        self._lost.set()
+
+    async def _drop_connection(self, *, wait: float) -> None:
+        conn, executor, ids = self._conn, self._executor, self._callback_ids
+        self._conn, self._executor, self._callback_ids = None, None, []
+        self._generation += 1  # callbacks of the old connection are ignored from now on
+        if conn is None or executor is None:
+            if executor is not None:
+                executor.shutdown()
+            return
+
+        def close() -> None:
+            for cid in ids:
+                try:
+                    conn.domainEventDeregisterAny(cid)
+                except libvirt.libvirtError:
+                    pass
+            try:
+                conn.unregisterCloseCallback()
+            except libvirt.libvirtError:
+                pass
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+
+        future = asyncio.get_running_loop().run_in_executor(executor, close)
+        executor.shutdown()
+        if wait > 0:
+            try:
+                await asyncio.wait_for(future, wait)
+            except (TimeoutError, Exception):
+                pass
+
+    # ---- inventory ------------------------------------------------------------------------
+
+    async def _read_xml_parallel(self, bulk: _Bulk, uuids: list[str]) -> dict[str, StaticInfo]:
+        """Domain XML for these UUIDs, spread over the host's threads."""
+        if not uuids:
+            return {}
+        threads = max(1, self.timing.workers_per_host)
+        chunks = [uuids[i::threads] for i in range(threads) if uuids[i::threads]]
+        secure = not self.readonly
+        results = await asyncio.gather(
+            *(
+                self._submit(
+                    _read_xml, [bulk.domains[u] for u in chunk], secure,
+                    timeout=self.timing.call_timeout, what="reading domain XML",
+                )
+                for chunk in chunks
+            )
+        )
+        infos: dict[str, StaticInfo] = {}
+        failures: list[str] = []
+        for part in results:
+            for uuid, value in part.items():
+                if isinstance(value, StaticInfo):
+                    infos[uuid] = value
+                elif not (
+                    isinstance(value, libvirt.libvirtError)
+                    and value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+                ):
+                    failures.append(f"{uuid}: {describe(value)}")
+        if failures:
+            self._degraded_reason = f"{len(failures)} domain(s) unreadable: {failures[0]}"
+        return infos
+
+    def _vm_from(self, uuid: str, info: StaticInfo, bulk: _Bulk, now: float) -> VM:
+        return build_vm(
+            self.name,
+            info,
+            state=bulk.states.get(uuid, VmState.NOSTATE),
+            autostart=uuid in bulk.autostart,
+            persistent=uuid in bulk.persistent,
+            stats=bulk.stats.get(uuid),
+            now=now,
+        )
+
+    async def _cold_load(self) -> None:
+        self._degraded_reason = None
+        bulk = await self.call(_read_bulk, what="listing domains")
+        infos = await self._read_xml_parallel(bulk, bulk.uuids)
+        now = self._clock()
+        self._static = infos
+        self.vms = {u: self._vm_from(u, i, bulk, now) for u, i in infos.items()}
+        self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
+        self._host_answered(bulk, now)
+
+    async def _warm_refresh(self) -> None:
+        self._degraded_reason = None
+        bulk = await self.call(_read_bulk, what="refreshing")
+        now = self._clock()
+        new = [u for u in bulk.uuids if u not in self._static]
+        self._static.update(await self._read_xml_parallel(bulk, new))
+        for uuid in set(self.vms) - set(bulk.uuids):
+            del self.vms[uuid]
+            self._static.pop(uuid, None)
+            self._emit(VmRemoved(self.name, uuid))
+        for uuid in bulk.uuids:
+            info = self._static.get(uuid)
+            if info is None:
+                continue
+            vm = self._vm_from(uuid, info, bulk, now)
+            old = self.vms.get(uuid)
+            if old != vm:  # updated_at does not take part in equality
+                self.vms[uuid] = vm
+                self._emit(VmChanged(vm))
+        self._host_answered(bulk, now)
+
+    def _host_answered(self, bulk: _Bulk, now: float) -> None:
+        reason = self._degraded_reason
+        self._set_host(
+            state=HostState.DEGRADED if reason else HostState.UP,
+            error=reason,
+            error_since=(self.host.error_since or now) if reason else None,
+            last_ok_at=now,
+            latency_ms=bulk.latency_ms,
+            capacity=bulk.capacity,
+            vm_count=len(self.vms),
+            hypervisor=bulk.hypervisor,
+            libvirt_version=bulk.libvirt_version,
+        )
+
+    async def _watch(self) -> None:
+        """Keep the inventory fresh until the connection is lost."""
+        interval = self.timing.refresh_interval
+        failures = 0
+        while True:
+            try:
+                await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
+            except TimeoutError:
+                pass
+            if self._lost.is_set():
+                self._go_unreachable(self._lost_reason)
+                return
+            try:
+                await self._warm_refresh()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self._set_host(
+                    state=HostState.DEGRADED,
+                    error=describe(exc),
+                    error_since=self.host.error_since or self._clock(),
+                )
+                if failures >= 2:  # two bounded calls in a row failed: start afresh
+                    self._go_unreachable(describe(exc))
+                    return
+
+    # ---- events --------------------------------------------------------------------------
+
+    def _on_domain_event(self, generation: int, uuid: str, event_id: int, args: tuple[Any, ...]) -> None:
+        if generation != self._generation:
+            return
+        self._emit(DomainEvent(self.name, uuid, event_id, args))
+        if event_id in _PASS_ONLY:
+            return
+        self._pending.add(uuid)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_later(_EVENT_COALESCE_S, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        uuids, self._pending = self._pending, set()
+        if self._loop is not None and uuids:
+            self._loop.create_task(self._refresh_domains(uuids))
+
+    async def _refresh_domains(self, uuids: Iterable[str]) -> None:
+        for uuid in uuids:
+            try:
+                await self.refresh_domain(uuid)
+            except Exception as exc:
+                log.info("host %s: refreshing %s after an event: %s", self.name, uuid, describe(exc))
+
+    async def refresh_domain(self, uuid: str) -> VM | None:
+        """Re-read one domain now; returns its new state, None when it is gone."""
+        secure = not self.readonly
+        got = await self.call(lambda c: _read_one(c, uuid, secure), what="reading a domain")
+        if got is None:
+            if self.vms.pop(uuid, None) is not None:
+                self._static.pop(uuid, None)
+                self._emit(VmRemoved(self.name, uuid))
+                self._set_host(vm_count=len(self.vms))
+            return None
+        info, state, autostart, persistent = got
+        self._static[uuid] = info
+        old = self.vms.get(uuid)
+        vm = build_vm(
+            self.name, info, state=state, autostart=autostart, persistent=persistent,
+            stats=None, now=self._clock(),
+        )
+        if old is not None and old.state == state and state.is_active:
+            # Per-domain reads carry no stats; keep the live figures the last bulk call saw.
+            vm = dataclasses.replace(vm, vcpus=old.vcpus, memory_kib=old.memory_kib)
+        self.vms[uuid] = vm
+        if old is None:
+            self._set_host(vm_count=len(self.vms))
+        if old != vm:
+            self._emit(VmChanged(vm))
+        return vm
+
+    # ---- host state --------------------------------------------------------------------
+
+    def _set_host(self, **changes: Any) -> None:
+        self.host = dataclasses.replace(self.host, **changes)
+        self._emit(HostChanged(self.host))
+
+    def _go_unreachable(self, error: str) -> None:
+        now = self._clock()
+        if self.vms and not all(vm.stale for vm in self.vms.values()):
+            self.vms = {u: dataclasses.replace(vm, stale=True) for u, vm in self.vms.items()}
+            self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
+        self._set_host(
+            state=HostState.UNREACHABLE,
+            error=error,
+            error_since=(self.host.error_since or now) if self.host.error == error else now,
+        )

@@ -1,0 +1,85 @@
+"""Command line: the TUI by default, ``--json`` for scripts. Exit codes are documented in README."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from catkeeper import __version__
+from catkeeper.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # argparse's own, shared with config errors
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="catkeeper",
+        description="A terminal UI for teams that share a pool of libvirt/KVM hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"catkeeper {__version__}")
+    parser.add_argument("--config", metavar="PATH", help="configuration file (YAML)")
+    parser.add_argument(
+        "--demo", action="store_true", help="use the embedded demo fleet, ignoring any config"
+    )
+    parser.add_argument(
+        "--readonly", action="store_true", help="open read-only connections; refuse changes"
+    )
+    parser.add_argument("--json", action="store_true", help="print the fleet as JSON and exit")
+    parser.add_argument(
+        "--host", action="append", metavar="NAME", help="only this host (repeatable)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, metavar="SECONDS",
+        help="bound the whole --json run (default: the connect timeout plus the call timeout)",
+    )
+    parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    return parser
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"catkeeper: {message}", file=sys.stderr)
+    return code
+
+
+def _run_json(args: argparse.Namespace, config: Config) -> int:
+    from catkeeper.backend.fleet import UnknownHost
+    from catkeeper.headless import collect, dumps
+
+    timeout = args.timeout
+    if timeout is None:
+        timeout = config.timing.connect_timeout + config.timing.call_timeout
+    try:
+        doc, code = asyncio.run(
+            collect(config, only=args.host, readonly=args.readonly, timeout=timeout)
+        )
+    except UnknownHost as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    sys.stdout.write(dumps(doc) + "\n")
+    sys.stdout.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be a positive number of seconds")
+    from catkeeper.logsetup import setup_logging
+
+    setup_logging(args.log, args.verbose, os.environ)
+    try:
+        config = load_config(args.config, os.environ, demo=args.demo)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    if args.json:
+        return _run_json(args, config)
+    from catkeeper.app import run_app
+
+    return run_app(config, readonly=args.readonly, only=args.host)

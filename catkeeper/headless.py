@@ -1,0 +1,68 @@
+"""``catkeeper --json``: one JSON document of the whole fleet. Imports neither textual nor rich."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from catkeeper import __version__
+from catkeeper.backend.fleet import Fleet
+from catkeeper.config import Config
+from catkeeper.model import VM, Host, HostState, to_jsonable
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+
+def _unsettled(host: Host, timeout: float) -> Host:
+    """A host still connecting when the run's time was up is reported unreachable."""
+    if host.state is not HostState.CONNECTING:
+        return host
+    return dataclasses.replace(
+        host,
+        state=HostState.UNREACHABLE,
+        error=host.error or f"no answer within {timeout:g} s",
+    )
+
+
+async def collect(
+    config: Config,
+    *,
+    only: Sequence[str] | None = None,
+    readonly: bool = False,
+    timeout: float,
+    vm_filter: Callable[[VM], bool] | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code)."""
+    fleet = Fleet(config, readonly=readonly, only=only)
+    await fleet.start()
+    try:
+        await fleet.wait_settled(timeout)
+        hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
+        vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
+    finally:
+        # Bounded: a hung host's close must not hold up the answer.
+        try:
+            await asyncio.wait_for(fleet.aclose(), 2)
+        except TimeoutError:
+            pass
+    if vm_filter is not None:
+        vms = [vm for vm in vms if vm_filter(vm)]
+    doc = {
+        "catkeeper_version": __version__,
+        "generated_at": time.time(),
+        "config": config.source,
+        "hosts": to_jsonable(hosts),
+        "vms": to_jsonable(vms),
+    }
+    down = any(h.state is HostState.UNREACHABLE for h in hosts)
+    return doc, EXIT_UNREACHABLE if down else EXIT_OK
+
+
+def dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, indent=2, sort_keys=False)
