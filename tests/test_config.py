@@ -1,0 +1,561 @@
+"""Config loading: search order, the demo fallback, and one error line per bad file."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from catkeeper.config import (
+    Config,
+    ConfigError,
+    GracefulStop,
+    SshSettings,
+    Timing,
+    demo_config,
+    find_config_path,
+    load_config,
+    parse_config,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+
+GOOD_HOST = "hosts:\n  - name: a\n    uri: qemu:///system\n"
+
+# (id, file text, expected line, expected key or None, a fragment of the message)
+BAD_FILES: list[tuple[str, str, int, str | None, str]] = [
+    ("syntax", "hosts:\n  - name: a\n   uri: x: y\n", 3, None, "YAML syntax error"),
+    ("tab", "hosts:\n\t- name: a\n", 2, None, "YAML syntax error"),
+    ("two-docs", GOOD_HOST + "---\n" + GOOD_HOST, 4, None, "single document"),
+    ("undefined-alias", "hosts: *nope\n", 1, None, "alias"),
+    ("bad-char", "hosts:\n  - name: a\x07\n", 2, None, "not allowed"),
+    ("empty-file", "# nothing\n", 1, None, "empty file"),
+    ("top-list", "- name: a\n", 1, None, "expected a mapping, got a list"),
+    ("top-scalar", "\n\nlab1\n", 3, None, "expected a mapping, got string 'lab1'"),
+    ("no-hosts", "\nowner: bob\n", 2, "hosts", "required key is missing"),
+    ("hosts-empty", "hosts: []\n", 1, "hosts", "is empty"),
+    ("hosts-null", "owner: bob\nhosts:\n", 2, "hosts", "expected a list, got nothing"),
+    ("hosts-mapping", "hosts:\n  a: qemu:///system\n", 2, "hosts", "expected a list"),
+    ("host-scalar", "hosts:\n  - lab1\n", 2, "hosts[0]", "expected a mapping"),
+    ("unknown-top", GOOD_HOST + "timeing: {}\n", 4, "timeing", "did you mean 'timing'?"),
+    (
+        "unknown-host-key",
+        "hosts:\n  - name: a\n    uir: qemu:///system\n",
+        3,
+        "hosts[0].uir",
+        "did you mean 'uri'?",
+    ),
+    ("unknown-far", GOOD_HOST + "colour: red\n", 4, "colour", "known: hosts, timing"),
+    (
+        "unknown-ssh-key",
+        "hosts:\n  - name: a\n    ssh:\n      host: h\n      prot: 22\n",
+        5,
+        "hosts[0].ssh.prot",
+        "did you mean 'port'?",
+    ),
+    (
+        "unknown-timing",
+        GOOD_HOST + "timing:\n  call_timout: 3\n",
+        5,
+        "timing.call_timout",
+        "did you mean 'call_timeout'?",
+    ),
+    ("merge-key", GOOD_HOST + "timing:\n  <<: {call_timeout: 3}\n", 5, "timing", "merge keys"),
+    ("non-string-key", GOOD_HOST + "1: x\n", 4, None, "keys must be strings"),
+    (
+        "dup-top-key",
+        GOOD_HOST + "owner: a\nowner: b\n",
+        5,
+        "owner",
+        "duplicate key (first on line 4)",
+    ),
+    (
+        "dup-host-key",
+        "hosts:\n  - name: a\n    uri: qemu:///system\n    uri: qemu:///session\n",
+        4,
+        "hosts[0].uri",
+        "duplicate key (first on line 3)",
+    ),
+    ("missing-name", "hosts:\n  - uri: qemu:///system\n", 2, "hosts[0].name", "required"),
+    (
+        "missing-uri",
+        GOOD_HOST + "  - name: b\n    tags: [x]\n",
+        4,
+        "hosts[1].uri",
+        "required unless ssh is given",
+    ),
+    (
+        "missing-ssh-host",
+        "hosts:\n  - name: a\n    ssh:\n      user: root\n",
+        4,
+        "hosts[0].ssh.host",
+        "required",
+    ),
+    (
+        "dup-host-name",
+        GOOD_HOST + "  - name: b\n    uri: test:///default\n  - name: a\n    uri: lxc:///\n",
+        6,
+        "hosts[2].name",
+        "duplicate host 'a' (first on line 2)",
+    ),
+    (
+        "bad-name",
+        "hosts:\n  - name: lab 1\n    uri: qemu:///system\n",
+        2,
+        "hosts[0].name",
+        "only letters",
+    ),
+    (
+        "name-not-str",
+        "hosts:\n  - name: 01\n    uri: qemu:///system\n",
+        2,
+        "hosts[0].name",
+        "expected a string, got number '01'",
+    ),
+    (
+        "name-empty",
+        "hosts:\n  - name: ''\n    uri: qemu:///system\n",
+        2,
+        "hosts[0].name",
+        "must not be empty",
+    ),
+    (
+        "uri-garbage",
+        GOOD_HOST + "  - name: b\n\n    uri: lab1\n",
+        6,
+        "hosts[1].uri",
+        "'lab1' is not a libvirt URI (expected e.g. qemu+ssh://user@host/system)",
+    ),
+    (
+        "uri-http",
+        "hosts:\n  - name: a\n    uri: http://x/\n",
+        3,
+        "hosts[0].uri",
+        "unknown scheme 'http'",
+    ),
+    (
+        "uri-no-path",
+        "hosts:\n  - name: a\n    uri: qemu+ssh://root@lab1\n",
+        3,
+        "hosts[0].uri",
+        "is not a libvirt URI",
+    ),
+    (
+        "uri-bad-transport",
+        "hosts:\n  - name: a\n    uri: qemu+ftp://h/system\n",
+        3,
+        "hosts[0].uri",
+        "unknown scheme 'qemu+ftp'",
+    ),
+    (
+        "uri-space",
+        "hosts:\n  - name: a\n    uri: 'qemu+ssh://h /system'\n",
+        3,
+        "hosts[0].uri",
+        "is not a libvirt URI",
+    ),
+    (
+        "uri-list",
+        "hosts:\n  - name: a\n    uri: [qemu:///system]\n",
+        3,
+        "hosts[0].uri",
+        "expected a string, got a list",
+    ),
+    (
+        "bad-cidr",
+        "hosts:\n  - name: a\n    uri: test:///default\n    subnets:\n"
+        "      - 10.0.0.0/24\n      - 10.0.0.0/33\n",
+        6,
+        "hosts[0].subnets[1]",
+        "not a CIDR",
+    ),
+    (
+        "cidr-word",
+        "hosts:\n  - name: a\n    uri: test:///default\n    subnets: [lan]\n",
+        4,
+        "hosts[0].subnets[0]",
+        "'lan' is not a CIDR subnet",
+    ),
+    (
+        "subnets-scalar",
+        "hosts:\n  - name: a\n    uri: test:///default\n    subnets: 10.0.0.0/8\n",
+        4,
+        "hosts[0].subnets",
+        "expected a list",
+    ),
+    (
+        "tags-not-str",
+        "hosts:\n  - name: a\n    uri: test:///default\n    tags: [x, 2024]\n",
+        4,
+        "hosts[0].tags[1]",
+        "expected a string, got number '2024'",
+    ),
+    (
+        "host-readonly-word",
+        "hosts:\n  - name: a\n    uri: test:///default\n    readonly: maybe\n",
+        4,
+        "hosts[0].readonly",
+        "expected true or false",
+    ),
+    (
+        "ssh-bad-string",
+        "hosts:\n  - name: a\n    ssh: root@@lab3\n",
+        3,
+        "hosts[0].ssh",
+        "is not [user@]host[:port]",
+    ),
+    (
+        "ssh-bad-port-string",
+        "hosts:\n  - name: a\n    ssh: lab3:99999\n",
+        3,
+        "hosts[0].ssh",
+        "port 99999",
+    ),
+    (
+        "ssh-port-str",
+        "hosts:\n  - name: a\n    ssh:\n      host: h\n      port: '22'\n",
+        5,
+        "hosts[0].ssh.port",
+        "expected a whole number",
+    ),
+    (
+        "ssh-port-zero",
+        "hosts:\n  - name: a\n    ssh:\n      host: h\n      port: 0\n",
+        5,
+        "hosts[0].ssh.port",
+        "not in 1-65535",
+    ),
+    ("ssh-list", "hosts:\n  - name: a\n    ssh: [h]\n", 3, "hosts[0].ssh", "expected a mapping"),
+    (
+        "ssh-bad-host",
+        "hosts:\n  - name: a\n    ssh:\n      host: 'a b'\n",
+        4,
+        "hosts[0].ssh.host",
+        "not a host name",
+    ),
+    (
+        "ssh-accept-str",
+        "hosts:\n  - name: a\n    ssh:\n      host: h\n      accept_unknown_host_key: 'yes'\n",
+        5,
+        "hosts[0].ssh.accept_unknown_host_key",
+        "expected true or false",
+    ),
+    (
+        "timing-bool",
+        GOOD_HOST + "timing:\n  call_timeout: yes\n",
+        5,
+        "timing.call_timeout",
+        "expected a number, got boolean 'yes'",
+    ),
+    (
+        "timing-str",
+        GOOD_HOST + "timing:\n  connect_timeout: 10s\n",
+        5,
+        "timing.connect_timeout",
+        "expected a number, got string '10s'",
+    ),
+    (
+        "timing-zero",
+        GOOD_HOST + "timing:\n  call_timeout: 0\n",
+        5,
+        "timing.call_timeout",
+        "must be > 0",
+    ),
+    (
+        "timing-negative-refresh",
+        GOOD_HOST + "timing:\n  refresh_interval: -1\n",
+        5,
+        "timing.refresh_interval",
+        "must be >= 0",
+    ),
+    (
+        "timing-float-for-int",
+        GOOD_HOST + "timing:\n  workers_per_host: 2.5\n",
+        5,
+        "timing.workers_per_host",
+        "expected a whole number",
+    ),
+    (
+        "timing-inf",
+        GOOD_HOST + "timing:\n  call_timeout: .inf\n",
+        5,
+        "timing.call_timeout",
+        "finite",
+    ),
+    (
+        "timing-backoff",
+        GOOD_HOST + "timing:\n  backoff_initial: 5\n  backoff_max: 2\n",
+        6,
+        "timing.backoff_max",
+        "backoff_max must be >= backoff_initial",
+    ),
+    ("timing-list", GOOD_HOST + "timing: [1]\n", 4, "timing", "expected a mapping"),
+    (
+        "graceful-unknown",
+        GOOD_HOST + "graceful_stop:\n  acpi: 5\n",
+        5,
+        "graceful_stop.acpi",
+        "did you mean 'acpi_wait'?",
+    ),
+    (
+        "graceful-bool",
+        GOOD_HOST + "graceful_stop:\n  acpi_wait: off\n",
+        5,
+        "graceful_stop.acpi_wait",
+        "boolean 'off'",
+    ),
+    ("viewer-empty", GOOD_HOST + "viewer: []\n", 4, "viewer", "is empty"),
+    (
+        "viewer-no-port",
+        GOOD_HOST + "viewer: [vncviewer, '{host}']\n",
+        4,
+        "viewer",
+        "no argument contains {port}",
+    ),
+    (
+        "viewer-string",
+        GOOD_HOST + "viewer: vncviewer {host}::{port}\n",
+        4,
+        "viewer",
+        "expected a list",
+    ),
+    (
+        "viewer-unquoted-brace",
+        GOOD_HOST + "viewer:\n  - vncviewer\n  - {host}::{port}\n",
+        6,
+        None,
+        "YAML syntax error",
+    ),
+    (
+        "viewer-brace",
+        GOOD_HOST + "viewer:\n  - vncviewer\n  - '{host::{port}'\n",
+        6,
+        "viewer[1]",
+        "bad placeholder",
+    ),
+    ("owner-bool", GOOD_HOST + "owner: no\n", 4, "owner", "got boolean 'no' (quote it)"),
+    ("readonly-int", GOOD_HOST + "readonly: 1\n", 4, "readonly", "expected true or false"),
+    ("unknown-tag", GOOD_HOST + "owner: !vault abc\n", 4, "owner", "cannot read value"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key", "fragment"),
+    [pytest.param(*case[1:], id=case[0]) for case in BAD_FILES],
+)
+def test_bad_file(tmp_path: Path, text: str, line: int, key: str | None, fragment: str) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(path), {})
+    err = info.value
+    message = str(err)
+    assert "\n" not in message
+    assert message.startswith(f"{path}:{line}: "), message
+    assert (err.path, err.line, err.key) == (str(path), line, key), message
+    if key is not None:
+        assert f": {key}: " in message
+    assert fragment in message
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read") as info:
+        load_config(str(tmp_path), {})  # a directory: exists, but cannot be read as a file
+    assert str(info.value).startswith(f"{tmp_path}: ")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"hosts:\n  - name: \xff\n")
+    with pytest.raises(ConfigError, match=r"not UTF-8") as info:
+        load_config(str(path), {})
+    assert info.value.line == 2
+
+
+def test_full_file() -> None:
+    text = textwrap.dedent(
+        """\
+        hosts:
+          - name: lab1
+            uri: qemu+ssh://root@lab1.example.net:2222/system?keyfile=/k&no_tty=1
+            tags: [gpu]
+            subnets: [10.0.0.7/24, "fd00::/64"]
+          - name: lab2
+            ssh:
+              host: lab2
+              user: ops
+              port: 2222
+              key: ~/.ssh/lab
+              known_hosts: ~/.ssh/kh
+              accept_unknown_host_key: true
+          - name: lab3
+            ssh: root@lab3:2022
+            readonly: true
+          - name: lab.4_x-y
+            uri: test:///default
+            ssh: "[::1]"
+          - name: local
+            uri: qemu+unix:///system?socket=/run/libvirt/libvirt-sock
+        timing:
+          connect_timeout: 2.5
+          refresh_interval: 0
+          keepalive_count: 7
+        graceful_stop: {acpi_wait: 5}
+        viewer: [remote-viewer, "vnc://{host}:{port}"]
+        owner: alice
+        readonly: true
+        """
+    )
+    config = parse_config(text, "/etc/c.yaml")
+    assert config.source == "/etc/c.yaml" and not config.is_demo
+    lab1, lab2, lab3, lab4, local = config.hosts
+    assert lab1.uri.startswith("qemu+ssh://root@lab1.example.net:2222/system?")
+    assert lab1.ssh is None
+    assert lab1.tags == ("gpu",)
+    assert lab1.subnets == ("10.0.0.0/24", "fd00::/64")  # normalised
+    assert lab2.uri == "qemu:///system"
+    assert lab2.ssh == SshSettings(
+        host="lab2",
+        user="ops",
+        port=2222,
+        key=os.path.expanduser("~/.ssh/lab"),
+        known_hosts=os.path.expanduser("~/.ssh/kh"),
+        accept_unknown_host_key=True,
+    )
+    assert lab3.ssh == SshSettings(host="lab3", user="root", port=2022)
+    assert lab3.readonly and not lab2.readonly
+    assert lab4.name == "lab.4_x-y" and lab4.uri == "test:///default"
+    assert lab4.ssh == SshSettings(host="::1")
+    assert local.uri == "qemu+unix:///system?socket=/run/libvirt/libvirt-sock"
+    assert config.timing == Timing(connect_timeout=2.5, refresh_interval=0.0, keepalive_count=7)
+    assert isinstance(config.timing.keepalive_count, int)
+    assert isinstance(config.timing.call_timeout, float)
+    assert config.graceful_stop == GracefulStop(acpi_wait=5.0)
+    assert config.viewer == ("remote-viewer", "vnc://{host}:{port}")
+    assert config.owner == "alice"
+    assert config.readonly
+
+
+def test_minimal_file_defaults() -> None:
+    config = parse_config(GOOD_HOST, "c.yaml")
+    assert config == Config(hosts=config.hosts, source="c.yaml")
+    assert config.timing == Timing() and config.viewer is None and config.owner is None
+
+
+def test_example_file_parses() -> None:
+    config = load_config(str(REPO / "config.example.yaml"), {})
+    assert [h.name for h in config.hosts] == ["lab1", "lab2", "lab3", "lab4"]
+    lab1, lab2, lab3, lab4 = config.hosts
+    assert lab1.uri == "qemu+ssh://root@lab1.example.net/system" and lab1.ssh is None
+    assert lab1.subnets == ("10.20.0.0/24",)
+    assert lab2.uri == "qemu:///system"
+    assert lab2.ssh is not None and lab2.ssh.port == 2222 and lab2.ssh.user == "ops"
+    assert lab2.ssh.key == os.path.expanduser("~/.ssh/id_ed25519_lab")
+    assert lab3.ssh == SshSettings(host="lab3", user="root") and lab3.readonly
+    assert lab4.uri.startswith("qemu+tls://")
+    assert config.viewer is not None and any("{port}" in a for a in config.viewer)
+
+
+# -- search order ---------------------------------------------------------------------------
+
+
+def _write(path: Path, name: str = "a") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"hosts:\n  - name: {name}\n    uri: test:///default\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def demo_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    for stem in ("zeta", "alpha", "mid"):
+        (folder / f"{stem}.xml").write_text("<node/>", encoding="utf-8")
+    (folder / "README.txt").write_text("not a host", encoding="utf-8")
+    return folder
+
+
+def test_explicit_beats_everything(tmp_path: Path) -> None:
+    explicit = _write(tmp_path / "explicit.yaml")
+    env = {
+        "CATKEEPER_CONFIG": str(_write(tmp_path / "env.yaml")),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),
+    }
+    _write(tmp_path / "xdg" / "catkeeper" / "config.yaml")
+    assert find_config_path(str(explicit), env) == str(explicit)
+
+
+def test_explicit_missing_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=r"--config: no such file") as info:
+        find_config_path(str(missing), {"HOME": str(tmp_path)})
+    assert str(info.value).startswith(str(missing))
+
+
+def test_catkeeper_config_beats_xdg(tmp_path: Path) -> None:
+    named = _write(tmp_path / "env.yaml")
+    _write(tmp_path / "xdg" / "catkeeper" / "config.yaml")
+    env = {"CATKEEPER_CONFIG": str(named), "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert find_config_path(None, env) == str(named)
+
+
+def test_catkeeper_config_missing_is_an_error(tmp_path: Path) -> None:
+    env = {"CATKEEPER_CONFIG": str(tmp_path / "gone.yaml"), "HOME": str(tmp_path)}
+    with pytest.raises(ConfigError, match=r"\$CATKEEPER_CONFIG: no such file"):
+        find_config_path(None, env)
+
+
+def test_empty_catkeeper_config_is_ignored(tmp_path: Path) -> None:
+    xdg = _write(tmp_path / "xdg" / "catkeeper" / "config.yaml")
+    env = {"CATKEEPER_CONFIG": "", "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    assert find_config_path(None, env) == str(xdg)
+
+
+def test_xdg_defaults_to_home_dot_config(tmp_path: Path) -> None:
+    found = _write(tmp_path / ".config" / "catkeeper" / "config.yaml")
+    assert find_config_path(None, {"HOME": str(tmp_path)}) == str(found)
+    # A relative XDG_CONFIG_HOME is invalid per the spec and falls back the same way.
+    assert find_config_path(None, {"HOME": str(tmp_path), "XDG_CONFIG_HOME": "rel"}) == str(found)
+
+
+def test_xdg_config_home_replaces_home(tmp_path: Path) -> None:
+    _write(tmp_path / ".config" / "catkeeper" / "config.yaml")
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "elsewhere")}
+    assert find_config_path(None, env) is None
+
+
+def test_nothing_found_falls_back_to_demo(tmp_path: Path, demo_dir: Path) -> None:
+    config = load_config(None, {"HOME": str(tmp_path / "home")}, demo_dir=demo_dir)
+    assert config.is_demo and config.source == "<demo>"
+    assert [h.name for h in config.hosts] == ["alpha", "mid", "zeta"]
+    assert config.hosts[0].uri == f"test://{demo_dir.resolve()}/alpha.xml"
+    assert config.hosts[0].uri.startswith("test:///")
+
+
+def test_demo_flag_ignores_files(tmp_path: Path, demo_dir: Path) -> None:
+    explicit = _write(tmp_path / "c.yaml")
+    config = load_config(str(explicit), {}, demo=True, demo_dir=demo_dir)
+    assert config.is_demo and len(config.hosts) == 3
+
+
+def test_load_config_reads_found_file(tmp_path: Path, demo_dir: Path) -> None:
+    path = _write(tmp_path / "xdg" / "catkeeper" / "config.yaml", name="found")
+    config = load_config(None, {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}, demo_dir=demo_dir)
+    assert config.source == str(path)
+    assert [h.name for h in config.hosts] == ["found"]
+
+
+def test_demo_dir_without_xml_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no demo fleet"):
+        demo_config(tmp_path)
+
+
+@pytest.mark.skipif(
+    not any((REPO / "catkeeper" / "demo").glob("*.xml")), reason="demo XML not shipped yet"
+)
+def test_shipped_demo_fleet() -> None:
+    config = demo_config()
+    assert config.hosts and all(h.uri.startswith("test:///") for h in config.hosts)
+    assert all(Path(h.uri.removeprefix("test://")).is_file() for h in config.hosts)
