@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", action="append", metavar="NAME", help="only this host (repeatable)"
     )
     parser.add_argument(
-        "--timeout", type=float, metavar="SECONDS",
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
         help="bound the whole --json run (default: the connect timeout plus the call timeout)",
     )
     parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -47,10 +48,8 @@ async def collect(
         vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
     finally:
         # Bounded: a hung host's close must not hold up the answer.
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fleet.aclose(), 2)
-        except TimeoutError:
-            pass
     if vm_filter is not None:
         vms = [vm for vm in vms if vm_filter(vm)]
     doc = {

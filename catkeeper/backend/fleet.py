@@ -7,8 +7,8 @@ import logging
 from collections.abc import Callable, Sequence
 
 from catkeeper.backend.errors import NotFound
-from catkeeper.backend.events import FleetEvent, Listener
 from catkeeper.backend.eventloop import ensure_event_loop
+from catkeeper.backend.events import FleetEvent, Listener
 from catkeeper.backend.host import HostSession
 from catkeeper.config import Config
 from catkeeper.model import VM, Host
@@ -30,8 +30,7 @@ class Fleet:
         unknown = [n for n in (only or ()) if n not in names]
         if unknown:
             raise UnknownHost(
-                f"no host named {', '.join(unknown)} in {config.source} "
-                f"(hosts: {', '.join(names)})"
+                f"no host named {', '.join(unknown)} in {config.source} (hosts: {', '.join(names)})"
             )
         chosen = [h for h in config.hosts if not only or h.name in only]
         self._listeners: list[Listener] = []
@@ -62,7 +61,7 @@ class Fleet:
         waits = [asyncio.ensure_future(s.wait_settled()) for s in self.sessions.values()]
         if not waits:
             return True
-        done, pending = await asyncio.wait(waits, timeout=timeout)
+        _done, pending = await asyncio.wait(waits, timeout=timeout)
         for task in pending:
             task.cancel()
         return not pending

@@ -9,6 +9,7 @@ exponential backoff, its VMs kept visible but marked stale. Results reach listen
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -37,7 +38,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _STATS = (
-    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
 )
 _DOMAIN_EVENTS = (
     libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE,
@@ -98,7 +101,9 @@ def _read_bulk(conn: libvirt.virConnect) -> _Bulk:
     except libvirt.libvirtError:
         free = None
     domains = conn.listAllDomains(0)
-    autostart = {d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+    autostart = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    }
     persistent = {
         d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
     }
@@ -206,10 +211,8 @@ class HostSession:
     async def aclose(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         await self._drop_connection(wait=0.5)
 
     async def _run(self) -> None:
@@ -244,7 +247,10 @@ class HostSession:
             raise CallTimeout(f"{self.name}: {what} timed out after {timeout:g} s") from None
 
     async def call(
-        self, fn: Callable[[libvirt.virConnect], T], *, timeout: float | None = None,
+        self,
+        fn: Callable[[libvirt.virConnect], T],
+        *,
+        timeout: float | None = None,
         what: str = "libvirt call",
     ) -> T:
         """Run ``fn(connection)`` on this host's threads, bounded by the call timeout."""
@@ -253,12 +259,14 @@ class HostSession:
             state = self.host.state.value
             reason = f": {self.host.error}" if self.host.error else ""
             raise HostUnavailable(f"{self.name} is {state}{reason}")
-        return await self._submit(
-            fn, conn, timeout=timeout or self.timing.call_timeout, what=what
-        )
+        return await self._submit(fn, conn, timeout=timeout or self.timing.call_timeout, what=what)
 
     async def call_domain(
-        self, uuid: str, fn: Callable[[libvirt.virDomain], T], *, timeout: float | None = None,
+        self,
+        uuid: str,
+        fn: Callable[[libvirt.virDomain], T],
+        *,
+        timeout: float | None = None,
         what: str = "libvirt call",
     ) -> T:
         """Run ``fn(domain)`` for the domain with this UUID on this host's threads."""
@@ -272,10 +280,9 @@ class HostSession:
         flags = libvirt.VIR_CONNECT_RO if self.readonly else 0
         auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], _refuse_credentials, None]
         conn = libvirt.openAuth(effective_uri(self.cfg.uri), auth, flags)
-        try:
+        # Local and test drivers have no keepalive; they cannot drop either.
+        with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(self.timing.keepalive_interval, self.timing.keepalive_count)
-        except libvirt.libvirtError:
-            pass  # local and test drivers have no keepalive; they cannot drop either
         return conn
 
     async def _connect(self) -> None:
@@ -290,7 +297,10 @@ class HostSession:
         )
         self._conn = conn
         await self._submit(
-            self._register_callbacks, conn, generation, timeout=self.timing.call_timeout,
+            self._register_callbacks,
+            conn,
+            generation,
+            timeout=self.timing.call_timeout,
             what="registering for events",
         )
 
@@ -301,10 +311,9 @@ class HostSession:
         def on_close(_conn: Any, reason: int, _opaque: Any) -> None:
             loop.call_soon_threadsafe(self._on_closed, generation, reason)
 
-        try:
+        # Drivers without a transport have no close callback; they never drop either.
+        with contextlib.suppress(libvirt.libvirtError):
             conn.registerCloseCallback(on_close, None)
-        except libvirt.libvirtError:
-            pass  # drivers without a transport never close on their own
         ids = []
         for event_id in _DOMAIN_EVENTS:
 
@@ -344,26 +353,18 @@ class HostSession:
 
         def close() -> None:
             for cid in ids:
-                try:
+                with contextlib.suppress(libvirt.libvirtError):
                     conn.domainEventDeregisterAny(cid)
-                except libvirt.libvirtError:
-                    pass
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 conn.unregisterCloseCallback()
-            except libvirt.libvirtError:
-                pass
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
-            except libvirt.libvirtError:
-                pass
 
         future = asyncio.get_running_loop().run_in_executor(executor, close)
         executor.shutdown()
         if wait > 0:
-            try:
+            with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(future, wait)
-            except (TimeoutError, Exception):
-                pass
 
     # ---- inventory ------------------------------------------------------------------------
 
@@ -377,8 +378,11 @@ class HostSession:
         results = await asyncio.gather(
             *(
                 self._submit(
-                    _read_xml, [bulk.domains[u] for u in chunk], secure,
-                    timeout=self.timing.call_timeout, what="reading domain XML",
+                    _read_xml,
+                    [bulk.domains[u] for u in chunk],
+                    secure,
+                    timeout=self.timing.call_timeout,
+                    what="reading domain XML",
                 )
                 for chunk in chunks
             )
@@ -459,10 +463,8 @@ class HostSession:
         interval = self.timing.refresh_interval
         failures = 0
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
-            except TimeoutError:
-                pass
             if self._lost.is_set():
                 self._go_unreachable(self._lost_reason)
                 return
@@ -482,7 +484,9 @@ class HostSession:
 
     # ---- events --------------------------------------------------------------------------
 
-    def _on_domain_event(self, generation: int, uuid: str, event_id: int, args: tuple[Any, ...]) -> None:
+    def _on_domain_event(
+        self, generation: int, uuid: str, event_id: int, args: tuple[Any, ...]
+    ) -> None:
         if generation != self._generation:
             return
         self._emit(DomainEvent(self.name, uuid, event_id, args))
@@ -504,7 +508,9 @@ class HostSession:
             try:
                 await self.refresh_domain(uuid)
             except Exception as exc:
-                log.info("host %s: refreshing %s after an event: %s", self.name, uuid, describe(exc))
+                log.info(
+                    "host %s: refreshing %s after an event: %s", self.name, uuid, describe(exc)
+                )
 
     async def refresh_domain(self, uuid: str) -> VM | None:
         """Re-read one domain now; returns its new state, None when it is gone."""
@@ -520,8 +526,13 @@ class HostSession:
         self._static[uuid] = info
         old = self.vms.get(uuid)
         vm = build_vm(
-            self.name, info, state=state, autostart=autostart, persistent=persistent,
-            stats=None, now=self._clock(),
+            self.name,
+            info,
+            state=state,
+            autostart=autostart,
+            persistent=persistent,
+            stats=None,
+            now=self._clock(),
         )
         if old is not None and old.state == state and state.is_active:
             # Per-domain reads carry no stats; keep the live figures the last bulk call saw.

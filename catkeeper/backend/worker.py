@@ -24,12 +24,10 @@ class HostExecutor(concurrent.futures.Executor):
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._shutdown = False
         for i in range(max(1, threads)):
-            threading.Thread(
-                target=self._work, name=f"libvirt-{name}-{i}", daemon=True
-            ).start()
+            threading.Thread(target=self._work, name=f"libvirt-{name}-{i}", daemon=True).start()
         self._threads = max(1, threads)
 
-    def submit(  # type: ignore[override]
+    def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
     ) -> concurrent.futures.Future[T]:
         if self._shutdown:

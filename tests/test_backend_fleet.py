@@ -1,0 +1,217 @@
+"""The backend against real libvirt test-driver hosts: inventory, concurrency, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from catkeeper.backend.events import FleetEvent, HostChanged, InventoryLoaded
+from catkeeper.backend.fleet import Fleet, UnknownHost
+from catkeeper.config import Timing
+from catkeeper.demo.fleetgen import write_fleet
+from catkeeper.model import HostState, VmState
+from tests.fleet_helpers import expected_from_node, fleet_config
+
+
+@pytest.fixture
+def three_hosts(tmp_path: Path) -> list[Path]:
+    return write_fleet(tmp_path, hosts=3, vms_per_host=25, seed=7)
+
+
+async def test_inventory_equals_the_node_files(three_hosts: list[Path]) -> None:
+    config = fleet_config([(p.stem, f"test://{p}") for p in three_hosts])
+    fleet = Fleet(config)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(10)
+        for path in three_hosts:
+            expected = expected_from_node(path)
+            session = fleet.session(path.stem)
+            assert session.host.state is HostState.UP
+            assert session.host.vm_count == len(expected) == 25
+            got = {vm.name: vm for vm in session.vms.values()}
+            assert set(got) == set(expected)
+            for name, want in expected.items():
+                vm = got[name]
+                assert vm.uuid == want.uuid
+                assert vm.state.value == want.state
+                assert tuple(n.mac for n in vm.nics) == want.macs
+                assert tuple(g.port for g in vm.graphics if g.type == "vnc" and g.port) == (
+                    want.vnc_ports
+                )
+                assert not vm.stale
+    finally:
+        await fleet.aclose()
+
+
+class _Blackhole:
+    """A TCP listener that accepts and never says a word: a hung host."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+@pytest.fixture
+def blackhole() -> Iterator[_Blackhole]:
+    hole = _Blackhole()
+    yield hole
+    hole.close()
+
+
+def _refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_dead_and_hung_hosts_do_not_hold_up_the_others(
+    three_hosts: list[Path], blackhole: _Blackhole
+) -> None:
+    uris = [(p.stem, f"test://{p}") for p in three_hosts]
+    uris += [
+        ("refused", f"qemu+tcp://127.0.0.1:{_refused_port()}/system"),
+        ("hung", f"qemu+tcp://127.0.0.1:{blackhole.port}/system"),
+    ]
+    timing = Timing(connect_timeout=1.5, call_timeout=2, refresh_interval=0, backoff_initial=30)
+    fleet = Fleet(fleet_config(uris, timing=timing))
+    seen: list[FleetEvent] = []
+    fleet.subscribe(seen.append)
+    started = time.monotonic()
+    await fleet.start()
+    try:
+        # The healthy hosts' rows arrive long before the hung host gives up.
+        while sum(isinstance(e, InventoryLoaded) for e in seen) < 3:
+            await asyncio.sleep(0.01)
+            assert time.monotonic() - started < 1.0
+        assert await fleet.wait_settled(5)
+        elapsed = time.monotonic() - started
+        assert elapsed < timing.connect_timeout + 1
+        hosts = {h.name: h for h in fleet.hosts()}
+        assert hosts["refused"].state is HostState.UNREACHABLE
+        assert "Connection refused" in (hosts["refused"].error or "")
+        assert hosts["hung"].state is HostState.UNREACHABLE
+        assert "timed out after 1.5 s" in (hosts["hung"].error or "")
+        assert all(hosts[p.stem].state is HostState.UP for p in three_hosts)
+        assert len(fleet.vms()) == 75
+        states = [
+            e.host.state for e in seen if isinstance(e, HostChanged) and e.host.name == "hung"
+        ]
+        assert states[-1] is HostState.UNREACHABLE
+    finally:
+        await fleet.aclose()
+
+
+async def test_unreachable_host_is_retried_with_backoff(tmp_path: Path) -> None:
+    port = _refused_port()
+    timing = Timing(
+        connect_timeout=1,
+        call_timeout=2,
+        refresh_interval=0,
+        backoff_initial=0.1,
+        backoff_max=0.4,
+    )
+    fleet = Fleet(fleet_config([("later", f"qemu+tcp://127.0.0.1:{port}/system")], timing=timing))
+    errors: list[float] = []
+    fleet.subscribe(
+        lambda e: (
+            errors.append(time.monotonic())
+            if isinstance(e, HostChanged) and e.host.state is HostState.UNREACHABLE
+            else None
+        )
+    )
+    await fleet.start()
+    try:
+        await asyncio.sleep(1.6)
+    finally:
+        await fleet.aclose()
+    gaps = [b - a for a, b in itertools.pairwise(errors)]
+    # 0.1, 0.2, 0.4, 0.4, ...: doubling, then capped.
+    assert len(errors) >= 4
+    assert gaps[0] < gaps[1] < gaps[2] + 0.05
+    assert max(gaps) < 0.4 + 0.3
+
+
+async def test_events_within_one_connection_update_without_polling(tmp_path: Path) -> None:
+    (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=6, seed=3)
+    fleet = Fleet(fleet_config([("h", f"test://{path}")]))
+    await fleet.start()
+    try:
+        await fleet.wait_settled(5)
+        session = fleet.session("h")
+        running = next(vm for vm in session.vms.values() if vm.state is VmState.RUNNING)
+        # The test driver only reports events to the connection that made the change, so
+        # the change goes through the session's own connection; refresh_interval is 0.
+        await session.call_domain(running.uuid, lambda d: d.destroy())
+        for _ in range(100):
+            if session.vms[running.uuid].state is VmState.SHUTOFF:
+                break
+            await asyncio.sleep(0.02)
+        assert session.vms[running.uuid].state is VmState.SHUTOFF
+    finally:
+        await fleet.aclose()
+
+
+async def test_readonly_connection_reads_but_refuses_changes(tmp_path: Path) -> None:
+    (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=4, seed=5)
+    fleet = Fleet(fleet_config([("h", f"test://{path}")]), readonly=True)
+    await fleet.start()
+    try:
+        await fleet.wait_settled(5)
+        session = fleet.session("h")
+        assert session.host.readonly and len(session.vms) == 4
+        vm = next(iter(session.vms.values()))
+        # A read-only connection cannot read the secure XML: password presence is unknown.
+        assert all(g.has_password is None for g in vm.graphics)
+        import libvirt
+
+        with pytest.raises(libvirt.libvirtError, match=r"read only|read-only"):
+            await session.call_domain(vm.uuid, lambda d: d.setAutostart(1))
+    finally:
+        await fleet.aclose()
+
+
+def test_unknown_host_is_named(tmp_path: Path) -> None:
+    (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=1)
+    with pytest.raises(UnknownHost, match="no host named nope"):
+        Fleet(fleet_config([("h", f"test://{path}")]), only=["nope"])
+
+
+async def test_find_by_ref(tmp_path: Path) -> None:
+    paths = write_fleet(tmp_path, hosts=2, vms_per_host=3, seed=1)
+    fleet = Fleet(fleet_config([(p.stem, f"test://{p}") for p in paths]))
+    await fleet.start()
+    try:
+        await fleet.wait_settled(5)
+        vm = fleet.vms()[0]
+        assert fleet.find(vm.ref) == vm
+        assert fleet.find(f"{vm.host}/{vm.uuid}") == vm
+        assert fleet.find(vm.uuid) == vm
+    finally:
+        await fleet.aclose()

@@ -1,0 +1,43 @@
+"""The backend, the model, the config and the --json path never pull in textual or rich."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = [
+    "catkeeper.model",
+    "catkeeper.config",
+    "catkeeper.backend.fleet",
+    "catkeeper.backend.host",
+    "catkeeper.backend.inventory",
+    "catkeeper.backend.eventloop",
+    "catkeeper.headless",
+    "catkeeper.cli",
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_ui_modules(module: str) -> None:
+    code = (
+        f"import sys, importlib; importlib.import_module({module!r}); "
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')); "
+        "print(','.join(bad))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
+
+
+def test_json_run_loads_no_ui_modules() -> None:
+    code = (
+        "import sys, runpy, io, contextlib\n"
+        "from catkeeper.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    rc = main(['--demo', '--json', '--log', '/dev/null'])\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich'))\n"
+        "print(rc, ','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0", out.stdout
