@@ -1,0 +1,509 @@
+"""VM lifecycle actions, shared by the TUI and the CLI.
+
+Every action runs on the VM's host threads through ``HostSession.call_domain``, so it is
+bounded by the call timeout and a hung host only ever blocks itself. Failures surface as
+``BackendError`` subclasses whose ``str()`` reads ``"start lab1/db01: <libvirt's message>"``,
+fit to show a person as is. After an action the domain is re-read, so the inventory shows
+the new state even on drivers whose events do not reach us.
+
+``ACTIONS`` is the single table the UI builds its menus, bindings and command palette from.
+``GracefulStop`` is the escalating stop (ACPI, then ctrl-alt-del, then force off) with
+progress reports for a countdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import libvirt
+
+from catkeeper.backend.errors import BackendError, HostUnavailable, describe
+from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.host import HostSession
+from catkeeper.model import VM, VmState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Linux input keycodes (linux/input-event-codes.h) for VIR_KEYCODE_SET_LINUX.
+KEY_LEFTCTRL = 29
+KEY_LEFTALT = 56
+KEY_DELETE = 111
+_CTRL_ALT_DEL = [KEY_LEFTCTRL, KEY_LEFTALT, KEY_DELETE]
+_KEY_HOLD_MS = 3  # how long the guest sees the keys held; long enough for any guest
+
+# libvirt error codes meaning "this driver/guest cannot do that at all": graceful stop
+# escalates past such a stage instead of giving up.
+_UNSUPPORTED = frozenset(
+    {
+        libvirt.VIR_ERR_NO_SUPPORT,
+        libvirt.VIR_ERR_OPERATION_UNSUPPORTED,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+    }
+)
+
+
+class ReadOnlyError(BackendError):
+    """The host (or the whole fleet) is read-only; nothing was sent to libvirt."""
+
+
+class ActionError(BackendError):
+    """libvirt refused or failed an action. ``code`` is libvirt's error code, when known."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_code(exc: BaseException) -> int | None:
+    if isinstance(exc, libvirt.libvirtError):
+        code = exc.get_error_code()
+        return int(code) if code is not None else None
+    return None
+
+
+def _writable_session(fleet: Fleet, vm: VM, verb: str) -> HostSession:
+    session = fleet.session(vm.host)
+    if session.readonly:
+        # Checked here rather than left to libvirt: a read-only connection's refusal reads
+        # "operation forbidden: read only access prevents …", which names no host and no VM.
+        raise ReadOnlyError(f"{vm.host} is read-only: cannot {verb} {vm.ref}")
+    return session
+
+
+async def _on_domain(session: HostSession, vm: VM, verb: str, fn: Callable[[Any], T]) -> T:
+    """``fn(domain)`` on the host's threads; errors become messages naming action and VM."""
+    what = f"{verb} {vm.ref}"
+    try:
+        return await session.call_domain(vm.uuid, fn, what=what)
+    except libvirt.libvirtError as exc:
+        raise ActionError(f"{what}: {describe(exc)}", code=_error_code(exc)) from exc
+    except HostUnavailable as exc:
+        # Keep the class (callers route on it) but say what was being attempted.
+        raise HostUnavailable(f"{what}: {exc}") from exc
+    # CallTimeout already reads "lab1: start lab1/db01 timed out after 30 s".
+
+
+async def _refresh(session: HostSession, vm: VM) -> None:
+    """Re-read the domain after a change; the change itself already happened, so a failure
+    here is logged, not raised (the next event or warm refresh will catch up)."""
+    try:
+        await session.refresh_domain(vm.uuid)
+    except Exception as exc:
+        log.info("re-reading %s after an action: %s", vm.ref, describe(exc))
+
+
+async def _simple(fleet: Fleet, vm: VM, verb: str, fn: Callable[[Any], object]) -> None:
+    session = _writable_session(fleet, vm, verb)
+    try:
+        await _on_domain(session, vm, verb, fn)
+    except ActionError:
+        # libvirt answered, so the host is fine: a refusal like "already running" means our
+        # view was stale, and re-reading fixes it. (After a timeout or a lost host we do not
+        # re-read: that would only make the user wait through a second timeout.)
+        await _refresh(session, vm)
+        raise
+    await _refresh(session, vm)
+
+
+async def start(fleet: Fleet, vm: VM) -> None:
+    """Boot a shut-off (or crashed) domain."""
+    await _simple(fleet, vm, "start", lambda d: d.create())
+
+
+async def shutdown(fleet: Fleet, vm: VM) -> None:
+    """Ask the guest to shut down (ACPI power button). Returns once the request is sent."""
+    await _simple(fleet, vm, "shut down", lambda d: d.shutdown())
+
+
+async def destroy(fleet: Fleet, vm: VM) -> None:
+    """Force the domain off at once, like pulling the plug."""
+    await _simple(fleet, vm, "force off", lambda d: d.destroy())
+
+
+async def reboot(fleet: Fleet, vm: VM) -> None:
+    """Ask the guest to reboot (ACPI, the guest cooperates)."""
+    await _simple(fleet, vm, "reboot", lambda d: d.reboot(0))
+
+
+async def reset(fleet: Fleet, vm: VM) -> None:
+    """Hard reset, like the reset button: the guest gets no say."""
+    await _simple(fleet, vm, "reset", lambda d: d.reset(0))
+
+
+async def suspend(fleet: Fleet, vm: VM) -> None:
+    """Pause the domain's CPUs (it keeps its memory)."""
+    await _simple(fleet, vm, "pause", lambda d: d.suspend())
+
+
+async def resume(fleet: Fleet, vm: VM) -> None:
+    """Let a paused domain run again."""
+    await _simple(fleet, vm, "resume", lambda d: d.resume())
+
+
+# ---------------------------------------------------------------------------------------
+# Graceful stop
+
+Stage = Literal["acpi", "ctrl-alt-del", "destroy", "stopped", "cancelled", "failed"]
+FINAL_STAGES: frozenset[str] = frozenset({"stopped", "cancelled", "failed"})
+
+
+@dataclass(frozen=True)
+class StopProgress:
+    ref: str
+    stage: Stage
+    deadline: float | None  # time.monotonic() when the current wait ends; None: no wait
+    message: str
+
+    @property
+    def final(self) -> bool:
+        return self.stage in FINAL_STAGES
+
+
+class _Outcome(Exception):
+    """Internal: ends the escalation with this final progress."""
+
+    def __init__(self, stage: Stage, message: str) -> None:
+        super().__init__(message)
+        self.stage: Stage = stage
+        self.message = message
+
+
+class GracefulStop:
+    """ACPI shutdown → wait → ctrl-alt-del → wait → destroy, stopping as soon as it is off.
+
+    "Off" is seen from lifecycle events and from polling ``state()`` every ``poll`` s,
+    whichever comes first: some drivers' events never reach us. A stage the driver or guest
+    cannot do at all (unsupported) is reported and skipped. ``cancel()`` stops escalating and
+    leaves the VM as it is; ``force()`` skips to destroy. Both may be called at any time,
+    from the event loop's thread. ``run()`` raises only before touching libvirt
+    (``ReadOnlyError``, ``NotFound`` for an unknown host); every later failure ends in a
+    ``"failed"`` progress, which it returns like any final progress.
+    """
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        vm: VM,
+        *,
+        acpi_wait: float,
+        ctrl_alt_del_wait: float,
+        on_progress: Callable[[StopProgress], None],
+        poll: float = 0.5,
+    ) -> None:
+        self.fleet = fleet
+        self.vm = vm
+        self.acpi_wait = acpi_wait
+        self.ctrl_alt_del_wait = ctrl_alt_del_wait
+        self.poll = poll
+        self._on_progress = on_progress
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self._cancelled = False
+        self._forced = False
+        self._started = False
+        self._stage: Stage | None = None
+        self._began = 0.0
+        self.progress: StopProgress | None = None  # the last progress reported
+
+    # The request each stage sends, as static methods so that a subclass can substitute
+    # one (the tests do, to meet real "unsupported" errors on the test driver, whose guests
+    # otherwise obey ACPI at once).
+
+    @staticmethod
+    def acpi_request(dom: Any) -> object:
+        return dom.shutdown()
+
+    @staticmethod
+    def ctrl_alt_del_request(dom: Any) -> object:
+        return dom.sendKey(
+            libvirt.VIR_KEYCODE_SET_LINUX, _KEY_HOLD_MS, _CTRL_ALT_DEL, len(_CTRL_ALT_DEL), 0
+        )
+
+    # ---- control ---------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop escalating; the VM stays as it is (a request already sent is not undone)."""
+        if self.progress is None or not self.progress.final:
+            self._cancelled = True
+            self._wake.set()
+
+    def force(self) -> None:
+        """Skip the remaining waits and force the VM off now."""
+        if self.progress is None or not self.progress.final:
+            self._forced = True
+            self._wake.set()
+
+    # ---- running -----------------------------------------------------------------------
+
+    async def run(self) -> StopProgress:
+        if self._started:
+            raise RuntimeError("a GracefulStop runs once")
+        self._started = True
+        session = _writable_session(self.fleet, self.vm, "stop")
+        self._began = time.monotonic()
+        unsubscribe = self.fleet.subscribe(self._on_fleet_event)
+        poller = asyncio.create_task(self._poll_loop(session), name=f"stop-poll-{self.vm.ref}")
+        try:
+            try:
+                await self._escalate(session)
+                raise AssertionError("escalation ended without an outcome")  # pragma: no cover
+            except _Outcome as outcome:
+                final = self._report(outcome.stage, None, outcome.message)
+        finally:
+            poller.cancel()
+            unsubscribe()
+        await _refresh(session, self.vm)
+        return final
+
+    async def _escalate(self, session: HostSession) -> None:
+        """Walks the stages; always ends by raising ``_Outcome``."""
+        self._check_cancel("before it began")
+        why = ""  # why we are escalating, carried into the next stage's message
+        if not self._forced:
+            why = await self._stage_call(session, "shut down", self.acpi_request, "ACPI shutdown")
+            if not why:
+                self._report(
+                    "acpi",
+                    time.monotonic() + self.acpi_wait,
+                    f"asked the guest to shut down (ACPI); ctrl-alt-del in {self.acpi_wait:g} s",
+                )
+                await self._wait(self.acpi_wait, "after ACPI shutdown")
+                why = f"ACPI shutdown ignored for {self.acpi_wait:g} s"
+        if not self._forced:
+            skipped = await self._stage_call(
+                session, "send ctrl-alt-del to", self.ctrl_alt_del_request, "ctrl-alt-del"
+            )
+            if not skipped:
+                self._report(
+                    "ctrl-alt-del",
+                    time.monotonic() + self.ctrl_alt_del_wait,
+                    f"{why}: sent ctrl-alt-del; forcing off in {self.ctrl_alt_del_wait:g} s",
+                )
+                await self._wait(self.ctrl_alt_del_wait, "after ctrl-alt-del")
+                why = f"ctrl-alt-del ignored for {self.ctrl_alt_del_wait:g} s"
+            else:
+                why = f"{why}; {skipped}"
+        if self._forced:
+            why = "forced by the user"
+        self._report("destroy", None, f"{why}: forcing off")
+        try:
+            await _on_domain(session, self.vm, "force off", lambda d: d.destroy())
+        except ActionError as exc:
+            # It may have gone off on its own meanwhile: that is success, not failure.
+            if await self._is_off(session):
+                self._stopped = True
+                self._check_stopped("before it was forced off")
+            raise _Outcome("failed", str(exc)) from exc
+        except BackendError as exc:
+            raise _Outcome("failed", str(exc)) from exc
+        raise _Outcome("stopped", f"{self.vm.ref} forced off ({self._elapsed()})")
+
+    async def _stage_call(
+        self, session: HostSession, verb: str, fn: Callable[[Any], object], label: str
+    ) -> str:
+        """Send one stage's request. Returns "" when sent, or why the stage was skipped."""
+        self._check_stopped("before " + label)
+        self._check_cancel("before " + label)
+        try:
+            await _on_domain(session, self.vm, verb, fn)
+        except ActionError as exc:
+            if exc.code in _UNSUPPORTED:
+                cause = exc.__cause__
+                note = f"{label} not possible ({describe(cause) if cause else exc})"
+                log.info("%s: %s", self.vm.ref, note)
+                return note
+            # e.g. "domain is not running": it may have gone off in the meantime.
+            if await self._is_off(session):
+                self._stopped = True
+                self._check_stopped("before " + label)
+            raise _Outcome("failed", str(exc)) from exc
+        except BackendError as exc:
+            raise _Outcome("failed", str(exc)) from exc
+        return ""
+
+    async def _wait(self, seconds: float, after: str) -> None:
+        """Until the deadline, or earlier when it stopped / was cancelled / forced."""
+        deadline = time.monotonic() + seconds
+        while True:
+            self._wake.clear()
+            self._check_stopped(after)
+            self._check_cancel(after)
+            remaining = deadline - time.monotonic()
+            if self._forced or remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), remaining)
+
+    def _check_stopped(self, when: str) -> None:
+        if not self._stopped:
+            return
+        if self._stage is None:  # nothing was sent yet: it was off before we began
+            raise _Outcome("stopped", f"{self.vm.ref} was already shut off")
+        raise _Outcome("stopped", f"{self.vm.ref} shut off {when} ({self._elapsed()})")
+
+    def _check_cancel(self, when: str) -> None:
+        if self._cancelled:
+            raise _Outcome("cancelled", f"stop of {self.vm.ref} cancelled {when}; left as it is")
+
+    def _elapsed(self) -> str:
+        return f"{time.monotonic() - self._began:.1f} s"
+
+    def _report(self, stage: Stage, deadline: float | None, message: str) -> StopProgress:
+        progress = StopProgress(self.vm.ref, stage, deadline, message)
+        self._stage = stage
+        self.progress = progress
+        try:
+            self._on_progress(progress)
+        except Exception:  # a broken progress display must not leave a VM half-stopped
+            log.exception("graceful stop progress callback failed")
+        return progress
+
+    # ---- noticing that it is off ----------------------------------------------------------
+
+    def _mark_stopped(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    def _on_fleet_event(self, event: FleetEvent) -> None:
+        if isinstance(event, DomainEvent):
+            if (
+                event.host == self.vm.host
+                and event.uuid == self.vm.uuid
+                and event.event_id == libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE
+                and event.args
+                and event.args[0] == libvirt.VIR_DOMAIN_EVENT_STOPPED
+            ):
+                self._mark_stopped()
+        elif (
+            isinstance(event, VmRemoved)
+            and event.host == self.vm.host
+            and event.uuid == self.vm.uuid
+        ):
+            self._mark_stopped()  # a transient domain vanishes once it is off
+
+    async def _is_off(self, session: HostSession) -> bool:
+        def state(dom: Any) -> int:
+            return int(dom.state()[0])
+
+        try:
+            code = await session.call_domain(self.vm.uuid, state, what=f"polling {self.vm.ref}")
+        except libvirt.libvirtError as exc:
+            gone: bool = _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN
+            return gone  # a transient domain that shut off no longer exists
+        except BackendError:
+            return False
+        # CRASHED with on_crash=preserve is still active and needs the destroy; only SHUTOFF
+        # means there is nothing left to stop.
+        return VmState.from_libvirt(code) is VmState.SHUTOFF
+
+    async def _poll_loop(self, session: HostSession) -> None:
+        while not self._stopped:
+            await asyncio.sleep(self.poll)
+            # Poll only while waiting: during a stage's own call the answer is moot.
+            if self._stage not in ("acpi", "ctrl-alt-del"):
+                continue
+            try:
+                off = await self._is_off(session)
+            except Exception as exc:  # e.g. the host's threads shut down on a reconnect
+                log.debug("polling %s: %s", self.vm.ref, describe(exc))
+                continue
+            if off:
+                self._mark_stopped()
+
+
+async def graceful_stop(
+    fleet: Fleet, vm: VM, on_progress: Callable[[StopProgress], None] | None = None
+) -> StopProgress:
+    """A ``GracefulStop`` with the waits from the configuration; returns the final progress."""
+    cfg = fleet.config.graceful_stop
+    stop = GracefulStop(
+        fleet,
+        vm,
+        acpi_wait=cfg.acpi_wait,
+        ctrl_alt_del_wait=cfg.ctrl_alt_del_wait,
+        on_progress=on_progress or (lambda _p: None),
+    )
+    return await stop.run()
+
+
+async def _stop_action(fleet: Fleet, vm: VM) -> None:
+    final = await graceful_stop(fleet, vm)
+    if final.stage != "stopped":
+        raise ActionError(final.message)
+
+
+# ---------------------------------------------------------------------------------------
+# The table the UI is built from
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str  # stable identifier: CLI verb, binding/palette id
+    label: str  # what a menu shows
+    fn: Callable[[Fleet, VM], Awaitable[None]]
+    destructive: bool  # the guest may lose unsaved state
+    needs_confirm: bool  # interrupts a guest someone may be using: ask first
+    applies: Callable[[VM], bool]  # makes sense in the VM's current state
+    help: str = ""
+
+
+def _in(*states: VmState) -> Callable[[VM], bool]:
+    # A stale VM's host is unreachable: no action can reach it, so none is offered.
+    return lambda vm: not vm.stale and vm.state in states
+
+
+_RUNNING = (VmState.RUNNING, VmState.BLOCKED)
+_ACTIVE = tuple(s for s in VmState if s.is_active)
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action(
+            name="start", label="Start", fn=start, destructive=False, needs_confirm=False,
+            applies=_in(VmState.SHUTOFF, VmState.CRASHED), help="Boot the VM",
+        ),
+        Action(
+            name="shutdown", label="Shut down", fn=shutdown, destructive=False,
+            needs_confirm=True, applies=_in(*_RUNNING),
+            help="Ask the guest to shut down (ACPI); it may ignore it",
+        ),
+        Action(
+            name="stop", label="Stop", fn=_stop_action, destructive=True, needs_confirm=True,
+            applies=_in(*_RUNNING),
+            help="ACPI shutdown, then ctrl-alt-del, then force off if the guest ignores them",
+        ),
+        Action(
+            name="reboot", label="Reboot", fn=reboot, destructive=False, needs_confirm=True,
+            applies=_in(*_RUNNING), help="Ask the guest to reboot",
+        ),
+        Action(
+            name="reset", label="Reset", fn=reset, destructive=True, needs_confirm=True,
+            applies=_in(*_RUNNING), help="Hard reset, like the reset button",
+        ),
+        Action(
+            name="destroy", label="Force off", fn=destroy, destructive=True, needs_confirm=True,
+            applies=_in(*_ACTIVE), help="Power off at once, like pulling the plug",
+        ),
+        Action(
+            name="suspend", label="Pause", fn=suspend, destructive=False, needs_confirm=False,
+            applies=_in(*_RUNNING), help="Pause the VM's CPUs; it keeps its memory",
+        ),
+        Action(
+            name="resume", label="Resume", fn=resume, destructive=False, needs_confirm=False,
+            applies=_in(VmState.PAUSED), help="Let a paused VM run again",
+        ),
+    )
+}  # fmt: skip
+
+
+def available(vm: VM) -> list[Action]:
+    """The actions that make sense for this VM now, in table order."""
+    return [a for a in ACTIONS.values() if a.applies(vm)]
