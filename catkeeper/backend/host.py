@@ -308,8 +308,13 @@ class HostSession:
         loop = self._loop
         assert loop is not None
 
+        def post(fn: Callable[..., None], *args: Any) -> None:
+            # Runs on the libvirt event thread; the session's loop may be gone already.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)
+
         def on_close(_conn: Any, reason: int, _opaque: Any) -> None:
-            loop.call_soon_threadsafe(self._on_closed, generation, reason)
+            post(self._on_closed, generation, reason)
 
         # Drivers without a transport have no close callback; they never drop either.
         with contextlib.suppress(libvirt.libvirtError):
@@ -318,9 +323,7 @@ class HostSession:
         for event_id in _DOMAIN_EVENTS:
 
             def on_event(_conn: Any, dom: Any, *rest: Any, _eid: int = event_id) -> None:
-                loop.call_soon_threadsafe(
-                    self._on_domain_event, generation, dom.UUIDString(), _eid, tuple(rest[:-1])
-                )
+                post(self._on_domain_event, generation, dom.UUIDString(), _eid, tuple(rest[:-1]))
 
             try:
                 ids.append(conn.domainEventRegisterAny(None, event_id, on_event, None))
