@@ -188,6 +188,8 @@ class HostSession:
         self._flush_scheduled = False
         self._callback_ids: list[int] = []
         self._lost_reason = "connection lost"
+        # Adds what other sources know (IP sightings) to every VM this session builds.
+        self.decorate: Callable[[VM], VM] | None = None
         self._degraded_reason: str | None = None
 
     @property
@@ -406,14 +408,16 @@ class HostSession:
         return infos
 
     def _vm_from(self, uuid: str, info: StaticInfo, bulk: _Bulk, now: float) -> VM:
-        return build_vm(
-            self.name,
-            info,
-            state=bulk.states.get(uuid, VmState.NOSTATE),
-            autostart=uuid in bulk.autostart,
-            persistent=uuid in bulk.persistent,
-            stats=bulk.stats.get(uuid),
-            now=now,
+        return self._decorated(
+            build_vm(
+                self.name,
+                info,
+                state=bulk.states.get(uuid, VmState.NOSTATE),
+                autostart=uuid in bulk.autostart,
+                persistent=uuid in bulk.persistent,
+                stats=bulk.stats.get(uuid),
+                now=now,
+            )
         )
 
     async def _cold_load(self) -> None:
@@ -537,6 +541,7 @@ class HostSession:
             stats=None,
             now=self._clock(),
         )
+        vm = self._decorated(vm)
         if old is not None and old.state == state and state.is_active:
             # Per-domain reads carry no stats; keep the live figures the last bulk call saw.
             vm = dataclasses.replace(vm, vcpus=old.vcpus, memory_kib=old.memory_kib)
@@ -546,6 +551,19 @@ class HostSession:
         if old != vm:
             self._emit(VmChanged(vm))
         return vm
+
+    # ---- decoration ----------------------------------------------------------------------
+
+    def _decorated(self, vm: VM) -> VM:
+        return self.decorate(vm) if self.decorate is not None else vm
+
+    def redecorate(self) -> None:
+        """Apply ``decorate`` again to every VM (after new IP sightings, say); emit changes."""
+        for uuid, vm in list(self.vms.items()):
+            new = self._decorated(vm)
+            if new != vm:
+                self.vms[uuid] = new
+                self._emit(VmChanged(new))
 
     # ---- host state --------------------------------------------------------------------
 
