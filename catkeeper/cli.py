@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 from catkeeper import __version__
@@ -35,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", action="append", metavar="NAME", help="only this host (repeatable)"
     )
     parser.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="only VMs matching EXPR, as typed in the TUI's / bar (e.g. 'state:running owner:me')",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -45,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def current_user(config: Config) -> str:
+    """Who ``owner:me`` means: the configured owner, else the login name."""
+    if config.owner:
+        return config.owner
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry, e.g. in a container
+        return str(os.getuid())
+
+
 def _fail(message: str, code: int) -> int:
     print(f"catkeeper: {message}", file=sys.stderr)
     return code
@@ -52,14 +69,25 @@ def _fail(message: str, code: int) -> int:
 
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
+    from catkeeper.filtering import FilterError, parse_filter
     from catkeeper.headless import collect, dumps
 
+    vm_filter = None
+    if args.filter is not None:
+        try:
+            chosen = parse_filter(args.filter, me=current_user(config))
+        except FilterError as exc:
+            return _fail(f"--filter: {exc}", EXIT_USAGE)
+        vm_filter = lambda vm: chosen.matches(vm, time.time())  # noqa: E731
     timeout = args.timeout
     if timeout is None:
         timeout = config.timing.connect_timeout + config.timing.call_timeout
     try:
         doc, code = asyncio.run(
-            collect(config, only=args.host, readonly=args.readonly, timeout=timeout)
+            collect(
+                config, only=args.host, readonly=args.readonly, timeout=timeout,
+                vm_filter=vm_filter,
+            )
         )
     except UnknownHost as exc:
         return _fail(str(exc), EXIT_USAGE)

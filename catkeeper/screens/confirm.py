@@ -1,0 +1,71 @@
+"""Ask before anything that interrupts a guest; one dialog lists every VM it applies to."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Label, Static
+
+from catkeeper.model import VM
+
+_LISTED = 8  # more than this and the dialog says "and N more"
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """``y`` confirms, ``n``/``esc`` cancels; ``enter`` presses the focused button (Cancel)."""
+
+    DEFAULT_CSS = """
+    ConfirmScreen { align: center middle; }
+    ConfirmScreen > Vertical {
+        width: 64; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $error; background: $surface; padding: 0 1;
+    }
+    ConfirmScreen #question { text-style: bold; width: 100%; margin: 0 0 1 0; }
+    ConfirmScreen #targets { height: auto; max-height: 10; }
+    ConfirmScreen Horizontal { height: auto; align-horizontal: right; margin: 1 0 0 0; }
+    ConfirmScreen Button { margin: 0 0 0 2; min-width: 10; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, verb: str, vms: Sequence[VM], *, detail: str = "") -> None:
+        super().__init__()
+        self.verb = verb
+        self.vms = list(vms)
+        self.detail = detail
+
+    def compose(self) -> ComposeResult:
+        count = len(self.vms)
+        what = self.vms[0].ref if count == 1 else f"{count} VMs"
+        with Vertical():
+            yield Label(f"{self.verb} {what}?", id="question")
+            if count > 1:
+                listing = Text()
+                for vm in self.vms[:_LISTED]:
+                    listing.append(f"  {vm.ref}", "bold")
+                    listing.append(f"  {vm.state.value}\n", "dim")
+                if count > _LISTED:
+                    listing.append(f"  … and {count - _LISTED} more\n", "italic")
+                yield Static(listing, id="targets")
+            if self.detail:
+                yield Static(self.detail, id="detail")
+            with Horizontal():
+                yield Button("Cancel (n)", id="no", variant="default")
+                yield Button(f"{self.verb} (y)", id="yes", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -1,0 +1,208 @@
+"""The main screen: host health strip, the merged VM table, the status line, the prompt."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker
+
+from catkeeper.filtering import MATCH_ALL, FilterError, parse_filter
+from catkeeper.model import VM, Host, HostState
+from catkeeper.screens.messages import FleetUpdated, StopProgressed
+from catkeeper.widgets import format as fmt
+from catkeeper.widgets.filter_bar import FilterBar
+from catkeeper.widgets.host_strip import HostStrip
+from catkeeper.widgets.vm_table import VmTable
+
+if TYPE_CHECKING:
+    from catkeeper.app import CatkeeperApp
+
+
+class StatusLine(Static):
+    DEFAULT_CSS = """
+    StatusLine { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
+    """
+
+
+class FleetScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "open_filter", "Filter", key_display="/"),
+        Binding("colon", "open_command", "Command", key_display=":", show=False),
+        Binding("escape", "clear", "Clear marks/filter", show=False),
+    ]
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        hosts: list[Host],
+        clock: fmt.Clock = time.time,
+        monotonic: fmt.Clock = time.monotonic,
+        latency_format: fmt.LatencyFormat = fmt.latency,
+    ) -> None:
+        super().__init__()
+        self.me = me
+        self._clock = clock
+        self._hosts = {h.name: h for h in hosts}
+        self.table = VmTable(clock=clock, monotonic=monotonic, id="vms")
+        self.strip = HostStrip(hosts, clock=clock, latency_format=latency_format, id="hosts")
+        self.bar = FilterBar(id="prompt")
+        self.status = StatusLine(id="status")
+        self._filter_text = ""
+        self.seen_serial = 0
+
+    @property
+    def ck_app(self) -> CatkeeperApp:
+        from catkeeper.app import CatkeeperApp
+
+        assert isinstance(self.app, CatkeeperApp)
+        return self.app
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Worker.StateChanged does not bubble: hand it to the app's one error router.
+        self.ck_app.on_worker_state_changed(event)
+
+    def compose(self) -> ComposeResult:
+        yield self.strip
+        yield self.table
+        yield self.bar
+        yield self.status
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.refresh_status()
+
+    # ---- data in ----------------------------------------------------------------------
+
+    def on_fleet_updated(self, message: FleetUpdated) -> None:
+        changes = message.changes
+        self.seen_serial = max(self.seen_serial, message.serial)
+        if changes.hosts:
+            self._hosts.update(changes.hosts)
+            self.strip.update_hosts(changes.hosts.values())
+        if changes.upserts or changes.removed:
+            self.table.apply(changes.upserts, changes.removed)
+        self.refresh_status()
+
+    def on_stop_progressed(self, message: StopProgressed) -> None:
+        self.table.set_progress(message.key, message.progress)
+
+    def load(self, vms: dict[str, VM], hosts: list[Host]) -> None:
+        """Everything known so far (a screen opened after the fleet started)."""
+        self._hosts.update({h.name: h for h in hosts})
+        self.strip.update_hosts(hosts)
+        self.table.apply(vms)
+        self.refresh_status()
+
+    # ---- selection, for the app's actions -------------------------------------------------
+
+    def selected_vms(self) -> list[VM]:
+        return self.table.selection()
+
+    # ---- filter -----------------------------------------------------------------------
+
+    def set_filter_text(self, text: str) -> str | None:
+        """Apply a filter; returns what is wrong with it (the table keeps the last good one)."""
+        try:
+            chosen = parse_filter(text, me=self.me) if text.strip() else MATCH_ALL
+        except FilterError as exc:
+            self.bar.set_problem(str(exc))
+            return str(exc)
+        self.bar.set_problem(None)
+        self._filter_text = text if not chosen.is_empty else ""
+        self.table.set_filter(chosen)
+        self.refresh_status()
+        return None
+
+    def action_open_filter(self) -> None:
+        self.bar.open("filter")
+
+    def action_open_command(self) -> None:
+        self.bar.open("command")
+
+    def action_clear(self) -> None:
+        if self.table.marked_keys:
+            self.table.clear_marks()
+        elif self._filter_text:
+            self.bar.action_close()
+
+    def on_filter_bar_changed(self, message: FilterBar.Changed) -> None:
+        if message.mode == "filter":
+            self.set_filter_text(message.text)
+
+    def on_filter_bar_submitted(self, message: FilterBar.Submitted) -> None:
+        if message.mode == "filter":
+            if self.set_filter_text(message.text) is None:
+                self.bar.close()
+                self.table.focus()
+        else:
+            self.bar.close()
+            self.bar.mode = "filter"
+            self.table.focus()
+            self.ck_app.run_command_line(message.text)
+
+    def on_filter_bar_closed(self, message: FilterBar.Closed) -> None:
+        if message.mode == "filter":
+            self.set_filter_text("")
+        self.bar.mode = "filter"
+        self.table.focus()
+
+    # ---- table and strip events -----------------------------------------------------------
+
+    def on_vm_table_activated(self, message: VmTable.Activated) -> None:
+        self.ck_app.open_detail(message.vm)
+
+    def on_vm_table_cursor_moved(self, _message: VmTable.CursorMoved) -> None:
+        self.refresh_status()
+
+    def on_vm_table_marks_changed(self, _message: VmTable.MarksChanged) -> None:
+        self.refresh_status()
+
+    def on_host_strip_host_chosen(self, message: HostStrip.HostChosen) -> None:
+        self.filter_host(message.host)
+
+    def filter_host(self, host: str) -> None:
+        self.strip.pick(host)
+        self.apply_filter(f"host:{host}")
+
+    def apply_filter(self, text: str) -> bool:
+        """A filter from elsewhere (``:host``, ``:filter``, the strip): shown as if typed."""
+        problem = self.set_filter_text(text)
+        if problem is not None:
+            self.ck_app.notify(problem, title="Bad filter", severity="error")
+            return False
+        self.bar.set_filter_text(text)
+        self.table.focus()
+        return True
+
+    # ---- status -------------------------------------------------------------------------
+
+    def refresh_status(self) -> None:
+        table = self.table
+        text = Text(no_wrap=True, overflow="ellipsis")
+        if self.ck_app.readonly:
+            text.append(" READ-ONLY ", "bold reverse red")
+            text.append(" ")
+        text.append(f"{table.row_count}/{table.total_count} VMs")
+        marked = len(table.marked_keys)
+        if marked:
+            text.append(f" · {marked} marked", "bold yellow")
+        if self._filter_text:
+            text.append(" · ")
+            text.append(f"/{self._filter_text}", "bold")
+        waiting = [h for h in self._hosts.values() if h.state is HostState.CONNECTING]
+        if waiting:
+            text.append(f" · connecting to {len(waiting)} host(s)…", "yellow")
+        vm = table.cursor_vm
+        if vm is not None:
+            host = self._hosts.get(vm.host)
+            if host is not None and host.state is HostState.UNREACHABLE:
+                text.append(f" · {host.name} unreachable: {host.error or '?'}", "red")
+        self.status.update(text)

@@ -1,0 +1,122 @@
+"""The one-line prompt under the table: ``/`` filters as you type, ``:`` takes a command.
+
+Non-modal (toolong's find bar is the model): the table stays live and visible above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.widgets import Input, Label
+
+Mode = Literal["filter", "command"]
+PROMPTS: dict[Mode, str] = {"filter": "/", "command": ":"}
+
+
+class FilterBar(Horizontal):
+    DEFAULT_CSS = """
+    FilterBar {
+        height: 1;
+        display: none;
+        background: $boost;
+    }
+    FilterBar.-open { display: block; }
+    FilterBar > #prompt { width: 2; padding: 0 0 0 1; color: $text-accent; text-style: bold; }
+    FilterBar > Input {
+        width: 1fr; height: 1; border: none; padding: 0; background: $boost;
+    }
+    FilterBar > Input:focus { border: none; background: $boost; }
+    FilterBar > #problem { width: auto; max-width: 60%; color: $text-error; padding: 0 1; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Clear and close", show=False),
+    ]
+
+    @dataclass
+    class Changed(Message):
+        mode: Mode
+        text: str
+
+    @dataclass
+    class Submitted(Message):
+        mode: Mode
+        text: str
+
+    @dataclass
+    class Closed(Message):
+        mode: Mode
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.mode: Mode = "filter"
+        self._filter_text = ""  # kept while the bar shows a command
+
+    def compose(self) -> ComposeResult:
+        yield Label("/", id="prompt")
+        yield Input(placeholder="filter: words host: state: owner:me reserved: !negate", id="entry")
+        yield Label("", id="problem")
+
+    @property
+    def input(self) -> Input:
+        return self.query_one("#entry", Input)
+
+    @property
+    def is_open(self) -> bool:
+        return self.has_class("-open")
+
+    def open(self, mode: Mode) -> None:
+        """Show the bar in ``mode`` and focus it; a filter reopens with its current text."""
+        if self.mode == "filter" and mode == "command":
+            self._filter_text = self.input.value
+        self.mode = mode
+        self.query_one("#prompt", Label).update(PROMPTS[mode])
+        entry = self.input
+        with entry.prevent(Input.Changed):
+            if mode == "command":
+                entry.placeholder = "command: host NAME, filter EXPR, sort COLUMN, readonly, quit"
+                entry.value = ""
+            else:
+                entry.placeholder = "filter: words host: state: owner:me reserved: !negate"
+                entry.value = self._filter_text
+        entry.cursor_position = len(entry.value)
+        self.set_problem(None)
+        self.add_class("-open")
+        entry.focus()
+
+    def set_filter_text(self, text: str) -> None:
+        """Change the remembered filter without posting Changed (the caller applies it)."""
+        self._filter_text = text
+        if self.mode == "filter":
+            with self.input.prevent(Input.Changed):
+                self.input.value = text
+
+    def close(self) -> None:
+        self.remove_class("-open")
+        self.set_problem(None)
+
+    def set_problem(self, text: str | None) -> None:
+        self.query_one("#problem", Label).update(text or "")
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self.mode == "filter":
+            self._filter_text = event.value
+        self.post_message(self.Changed(self.mode, event.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.post_message(self.Submitted(self.mode, event.value))
+
+    def action_close(self) -> None:
+        mode = self.mode
+        if mode == "filter":
+            self._filter_text = ""
+            with self.input.prevent(Input.Changed):
+                self.input.value = ""
+        self.close()
+        self.post_message(self.Closed(mode))

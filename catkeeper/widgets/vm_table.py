@@ -1,0 +1,577 @@
+"""The fleet table: every VM of every host, filtered and sorted, drawn a line at a time.
+
+A Line API widget rather than a ``DataTable``: at 10,000 rows a filter keystroke must only
+recompute which keys are shown (a list of strings) and repaint the visible lines, never
+rebuild 10,000 row objects. Rows are keyed by ``HOST/UUID``; the cursor follows its key
+across updates, filters and sorts, and keeps its place on screen.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.cells import cell_len, set_cell_size
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.timer import Timer
+
+from catkeeper.backend.actions import StopProgress
+from catkeeper.filtering import MATCH_ALL, Filter, haystack
+from catkeeper.model import VM, VmState
+from catkeeper.widgets import format as fmt
+
+_STATE_ORDER = {s: i for i, s in enumerate(VmState)}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    label: str
+    sort_key: Callable[[VM], Any]
+    align_right: bool = False
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("host", "HOST", lambda vm: vm.host.lower()),
+    Column("name", "NAME", lambda vm: vm.name.lower()),
+    Column("state", "STATE", lambda vm: _STATE_ORDER[vm.state]),
+    Column("vcpus", "CPU", lambda vm: vm.vcpus, align_right=True),
+    Column("memory", "MEM", lambda vm: vm.memory_kib, align_right=True),
+    Column("ips", "IP", lambda vm: fmt.ips(vm)),
+    Column(
+        "owner", "RESERVED BY", lambda vm: vm.reservation.owner.lower() if vm.reservation else ""
+    ),
+    Column(
+        "until",
+        "UNTIL",
+        lambda vm: (
+            vm.reservation.until
+            if vm.reservation and vm.reservation.until is not None
+            else float("inf")
+        ),
+    ),
+    Column("note", "NOTE", lambda vm: fmt.note(vm).lower()),
+)
+COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+_BY_KEY = {c.key: c for c in COLUMNS}
+_STATE_WIDTH = 9  # "shutoff", "running", "acpi 59s", "c-a-d 29s"
+
+
+def _fit(text: str, width: int, right: bool = False) -> str:
+    """``text`` cut or padded to exactly ``width`` cells, with an ellipsis when cut."""
+    if width <= 0:
+        return ""
+    if text.isascii():
+        if len(text) > width:
+            return text[: width - 1] + "…"
+        return text.rjust(width) if right else text.ljust(width)
+    if cell_len(text) > width:
+        return set_cell_size(text, width - 1) + "…"
+    pad = " " * (width - cell_len(text))
+    return pad + text if right else text + pad
+
+
+class VmTable(ScrollView, can_focus=True):
+    """Keyboard: arrows/j/k move, space marks, enter opens, 1-9 sort by that column."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "vm-table--header",
+        "vm-table--header-sorted",
+        "vm-table--cursor",
+        "vm-table--marked",
+        "vm-table--stale",
+    }
+    DEFAULT_CSS = """
+    VmTable {
+        height: 1fr;
+        overflow-x: hidden;
+        scrollbar-size-vertical: 1;
+        background: $surface;
+    }
+    VmTable > .vm-table--header { color: $text-primary; background: $panel; text-style: bold; }
+    VmTable > .vm-table--header-sorted {
+        color: $text-accent; background: $panel; text-style: bold underline;
+    }
+    VmTable > .vm-table--cursor { background: $block-cursor-blurred-background; }
+    VmTable:focus > .vm-table--cursor {
+        background: $block-cursor-background; color: $block-cursor-foreground;
+    }
+    VmTable > .vm-table--marked { color: $text-warning; text-style: bold; }
+    VmTable > .vm-table--stale { color: $text-muted; text-style: italic; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup,ctrl+b", "page(-1)", "Page up", show=False),
+        Binding("pagedown,ctrl+f", "page(1)", "Page down", show=False),
+        Binding("home,g", "jump(0)", "First row", show=False),
+        Binding("end,G", "jump(-1)", "Last row", show=False),
+        Binding("space", "toggle_mark", "Mark", key_display="space"),
+        Binding("ctrl+a", "mark_all", "Mark all shown", show=False),
+        Binding("enter", "activate", "Details"),
+        *(
+            Binding(str(i), f"sort('{c.key}')", f"Sort by {c.label.lower()}", show=False)
+            for i, c in enumerate(COLUMNS, start=1)
+        ),
+    ]
+
+    @dataclass
+    class CursorMoved(Message):
+        vm: VM | None
+
+    @dataclass
+    class Activated(Message):
+        vm: VM
+
+    @dataclass
+    class MarksChanged(Message):
+        count: int
+
+    def __init__(
+        self,
+        *,
+        clock: fmt.Clock = time.time,
+        monotonic: fmt.Clock = time.monotonic,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self._clock = clock
+        self._monotonic = monotonic
+        self._vms: dict[str, VM] = {}
+        self._hay: dict[str, str] = {}
+        self._order: list[str] = []  # every key, sorted
+        self._order_dirty = False
+        self._shown: list[str] = []
+        self._pos: dict[str, int] = {}
+        self._filter: Filter = MATCH_ALL
+        self.sort_column = "host"
+        self.sort_reverse = False
+        self._cursor = 0
+        self._cursor_key: str | None = None
+        self._marked: set[str] = set()
+        self._progress: dict[str, StopProgress] = {}
+        self._ticker: Timer | None = None
+        self._widths: dict[str, int] = {}
+        self._content_width: dict[str, int] = {}
+        self._last_reported: tuple[str | None, VM | None] = (None, None)
+
+    # ---- reading ---------------------------------------------------------------------
+
+    @property
+    def row_count(self) -> int:
+        return len(self._shown)
+
+    @property
+    def total_count(self) -> int:
+        return len(self._vms)
+
+    @property
+    def shown_keys(self) -> list[str]:
+        return list(self._shown)
+
+    @property
+    def cursor_row(self) -> int:
+        return self._cursor
+
+    @property
+    def cursor_key(self) -> str | None:
+        return self._shown[self._cursor] if self._shown else None
+
+    @property
+    def cursor_vm(self) -> VM | None:
+        key = self.cursor_key
+        return self._vms[key] if key is not None else None
+
+    @property
+    def marked_keys(self) -> set[str]:
+        return set(self._marked)
+
+    def vm(self, key: str) -> VM | None:
+        return self._vms.get(key)
+
+    def selection(self) -> list[VM]:
+        """The marked VMs (in table order), or the one under the cursor."""
+        if self._marked:
+            keys = [k for k in self._order if k in self._marked]
+            return [self._vms[k] for k in keys]
+        vm = self.cursor_vm
+        return [vm] if vm is not None else []
+
+    @property
+    def current_filter(self) -> Filter:
+        return self._filter
+
+    # ---- changing the data ------------------------------------------------------------
+
+    def apply(self, upserts: Mapping[str, VM], removed: Iterable[str] = ()) -> None:
+        """Add, change or drop rows. Re-sorts/re-filters only when a row's place may move."""
+        column = _BY_KEY[self.sort_column]
+        reorder = False
+        refilter = False
+        now = self._clock()
+        for key in removed:
+            if self._vms.pop(key, None) is not None:
+                self._hay.pop(key, None)
+                self._marked.discard(key)
+                self._progress.pop(key, None)
+                reorder = True
+        for key, vm in upserts.items():
+            old = self._vms.get(key)
+            self._vms[key] = vm
+            hay = haystack(vm)
+            self._hay[key] = hay
+            if old is None:
+                reorder = True
+                continue
+            if column.sort_key(old) != column.sort_key(vm) or old.host != vm.host:
+                reorder = True
+            if not refilter and not self._filter.is_empty:
+                before = key in self._pos
+                refilter = before != self._filter.matches(vm, now, hay=hay)
+        if reorder or refilter or upserts:
+            self._measure_content()
+        if reorder:
+            self._order_dirty = True
+        if reorder or refilter:
+            self._recompute()
+        else:
+            self.refresh()
+            self._report_cursor()
+
+    def set_filter(self, vm_filter: Filter) -> None:
+        self._filter = vm_filter
+        self._recompute()
+
+    def sort_by(self, column: str, reverse: bool | None = None) -> None:
+        """Sort by ``column``; the same column again flips the direction."""
+        if column not in _BY_KEY:
+            raise ValueError(f"no column {column!r} (columns: {', '.join(COLUMN_KEYS)})")
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column, self.sort_reverse = column, reverse
+        self._order_dirty = True
+        self._recompute()
+
+    def set_progress(self, key: str, progress: StopProgress | None) -> None:
+        """Show a graceful stop's stage and countdown in the row's state cell."""
+        if progress is None or progress.final:
+            self._progress.pop(key, None)
+        else:
+            self._progress[key] = progress
+        if self._progress and self._ticker is None:
+            self._ticker = self.set_interval(1.0, self.refresh, name="stop countdown")
+        elif not self._progress and self._ticker is not None:
+            self._ticker.stop()
+            self._ticker = None
+        self.refresh()
+
+    # ---- marks -------------------------------------------------------------------------
+
+    def toggle_mark(self, key: str | None = None) -> None:
+        key = key or self.cursor_key
+        if key is None:
+            return
+        self._marked.symmetric_difference_update({key})
+        self.refresh()
+        self.post_message(self.MarksChanged(len(self._marked)))
+
+    def clear_marks(self) -> None:
+        if self._marked:
+            self._marked.clear()
+            self.refresh()
+            self.post_message(self.MarksChanged(0))
+
+    def mark_all_shown(self) -> None:
+        shown = set(self._shown)
+        if shown <= self._marked:
+            self._marked -= shown
+        else:
+            self._marked |= shown
+        self.refresh()
+        self.post_message(self.MarksChanged(len(self._marked)))
+
+    # ---- cursor ----------------------------------------------------------------------
+
+    def move_cursor(self, row: int) -> None:
+        if not self._shown:
+            self._cursor, self._cursor_key = 0, None
+            self.refresh()
+            self._report_cursor()
+            return
+        row = max(0, min(row, len(self._shown) - 1))
+        self._cursor = row
+        self._cursor_key = self._shown[row]
+        self._scroll_to_cursor()
+        self.refresh()
+        self._report_cursor()
+
+    def move_cursor_to(self, key: str) -> bool:
+        """Put the cursor on this VM's row; False when it is not shown."""
+        row = self._pos.get(key)
+        if row is None:
+            return False
+        self.move_cursor(row)
+        return True
+
+    def _rows_visible(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _scroll_to_cursor(self) -> None:
+        top = round(self.scroll_y)
+        visible = self._rows_visible()
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False, immediate=True)
+        elif self._cursor >= top + visible:
+            self.scroll_to(y=self._cursor - visible + 1, animate=False, immediate=True)
+
+    def _report_cursor(self) -> None:
+        key = self.cursor_key
+        vm = self._vms.get(key) if key else None
+        if (key, vm) != self._last_reported:
+            self._last_reported = (key, vm)
+            self.post_message(self.CursorMoved(vm))
+
+    # ---- recomputing ------------------------------------------------------------------
+
+    def _sort(self) -> None:
+        column = _BY_KEY[self.sort_column]
+        vms = self._vms
+        # Two stable passes: host/name first, so rows that tie on the chosen column keep a
+        # predictable order whichever way the column is sorted.
+        keys = sorted(vms, key=lambda k: (vms[k].host, vms[k].name, k))
+        if column.key != "host":
+            sort_key = column.sort_key
+            keys.sort(key=lambda k: sort_key(vms[k]), reverse=self.sort_reverse)
+        elif self.sort_reverse:
+            keys.sort(key=lambda k: vms[k].host, reverse=True)
+        self._order = keys
+        self._order_dirty = False
+
+    def _recompute(self) -> None:
+        old_row, old_top = self._cursor, round(self.scroll_y)
+        if self._order_dirty:
+            self._sort()
+        f = self._filter
+        if f.is_empty:
+            shown = list(self._order)
+        else:
+            now = self._clock()
+            vms, hay, matches = self._vms, self._hay, f.matches
+            shown = [k for k in self._order if matches(vms[k], now, hay=hay[k])]
+        self._shown = shown
+        self._pos = {k: i for i, k in enumerate(shown)}
+        self.virtual_size = Size(self.size.width, len(shown) + 1)
+        key = self._cursor_key
+        row = self._pos.get(key) if key is not None else None
+        if row is None:
+            row = min(old_row, max(0, len(shown) - 1))
+        self._cursor = row
+        self._cursor_key = shown[row] if shown else None
+        # Keep the cursor where it was on screen, so updates do not make the table jump.
+        offset = old_row - old_top
+        target = max(0, row - offset)
+        if target != old_top:
+            self.scroll_to(y=target, animate=False, immediate=True)
+        self._scroll_to_cursor()
+        self.refresh()
+        self._report_cursor()
+
+    def _measure_content(self) -> None:
+        """Widths of the columns sized by their content (over all rows, so a filter keystroke
+        does not make columns jump)."""
+        vms = self._vms.values()
+        self._content_width = {
+            "host": max((len(vm.host) for vm in vms), default=4),
+            "name": max((cell_len(vm.name) for vm in vms), default=4),
+            "ips": max((len(fmt.ips(vm)) for vm in vms if vm.ips), default=2),
+            "owner": max((len(vm.reservation.owner) for vm in vms if vm.reservation), default=1),
+            "note": max((len(fmt.note(vm)) for vm in vms if vm.reservation), default=0),
+        }
+        self._layout()
+
+    def _layout(self) -> None:
+        width = self.scrollable_content_region.width or self.size.width
+        cw = self._content_width
+        widths = {
+            "mark": 1,
+            "host": min(max(cw.get("host", 4), 4), 14),
+            "state": _STATE_WIDTH,
+            "vcpus": 3,
+            "memory": 5,
+            "ips": min(max(cw.get("ips", 2), 2), 31),
+            "owner": min(max(cw.get("owner", 1), len("RESERVED BY")), 12),
+            "until": 7,
+        }
+        # Narrow terminals give up the least telling columns first.
+        for drop in ("ips", "until", "vcpus"):
+            fixed = sum(widths.values()) + len(widths)  # one space after each column
+            if width - fixed >= 16 or drop not in widths:
+                break
+            if cw.get(drop, 0) <= 2 or width - fixed < 16:
+                del widths[drop]
+        if width - sum(widths.values()) - len(widths) < 16 and widths.get("owner", 0) > 8:
+            widths["owner"] = 8
+        rest = max(0, width - sum(widths.values()) - len(widths))
+        name_w = min(max(cw.get("name", 4), 4), rest)
+        note_w = rest - name_w - 1
+        if note_w < 8 and cw.get("note", 0) > 0:
+            # Give the note a little room: a truncated note beats none.
+            name_w = max(12, rest - 9)
+            note_w = rest - name_w - 1
+        widths["name"] = name_w
+        widths["note"] = max(0, note_w)
+        self._widths = widths
+
+    def on_resize(self, _event: events.Resize) -> None:
+        self._layout()
+        self.virtual_size = Size(self.size.width, len(self._shown) + 1)
+        self._scroll_to_cursor()
+
+    def on_mount(self) -> None:
+        self._layout()
+
+    # ---- drawing --------------------------------------------------------------------------
+
+    def _columns(self) -> list[tuple[str, int]]:
+        order = ("mark", *COLUMN_KEYS)
+        return [(k, self._widths[k]) for k in order if self._widths.get(k)]
+
+    def _header(self) -> Strip:
+        base = self.get_component_rich_style("vm-table--header")
+        sorted_style = self.get_component_rich_style("vm-table--header-sorted")
+        segments: list[Segment] = []
+        for key, width in self._columns():
+            if key == "mark":
+                segments.append(Segment(" " * (width + 1), base))
+                continue
+            col = _BY_KEY[key]
+            label = col.label
+            style = base
+            if key == self.sort_column:
+                label += "▼" if self.sort_reverse else "▲"
+                style = sorted_style
+            segments.append(Segment(_fit(label, width, col.align_right), style))
+            segments.append(Segment(" ", base))
+        return self._finish(segments, base)
+
+    def _finish(self, segments: list[Segment], fill: Style) -> Strip:
+        width = self.scrollable_content_region.width
+        strip = Strip(segments)
+        return strip.extend_cell_length(width, fill).crop(0, width)
+
+    def _state_text(self, key: str, vm: VM) -> tuple[str, Style]:
+        progress = self._progress.get(key)
+        if progress is not None:
+            label = fmt.STAGE_LABELS.get(progress.stage, progress.stage)
+            if progress.deadline is not None:
+                left = max(0, int(progress.deadline - self._monotonic() + 0.999))
+                label = f"{label} {left}s"
+            return label, Style.parse("bold yellow")
+        text = vm.state.value
+        if vm.stale:
+            return "~" + text, Style(dim=True)
+        return text, Style.parse(fmt.STATE_COLOURS.get(vm.state, ""))
+
+    def _row(self, key: str, vm: VM, cursor: bool, marked: bool) -> Strip:
+        base = self.rich_style
+        if vm.stale:
+            base = base + self.get_component_rich_style("vm-table--stale")
+        if marked:
+            base = base + self.get_component_rich_style("vm-table--marked")
+        over = self.get_component_rich_style("vm-table--cursor") if cursor else None
+        now = self._clock()
+        cells: dict[str, tuple[str, Style | None]] = {
+            "mark": ("●" if marked else " ", None),
+            "host": (vm.host, None),
+            "name": (vm.name, None),
+            "state": self._state_text(key, vm),
+            "vcpus": (str(vm.vcpus), None),
+            "memory": (fmt.memory(vm.memory_kib), None),
+            "ips": (fmt.ips(vm), None),
+            "owner": (fmt.owner(vm), None),
+            "until": (fmt.until(vm.reservation, now), None),
+            "note": (fmt.note(vm), None),
+        }
+        if vm.reservation is not None and vm.reservation.is_expired(now):
+            cells["until"] = ("expired", Style(color="red"))
+        segments: list[Segment] = []
+        fill = base + over if over is not None else base
+        for column, width in self._columns():
+            text, extra = cells[column]
+            right = column in ("vcpus", "memory")
+            style = base + extra if extra is not None else base
+            if over is not None:
+                style = style + over
+            segments.append(Segment(_fit(text, width, right), style))
+            segments.append(Segment(" ", fill))
+        return self._finish(segments, fill)
+
+    def render_line(self, y: int) -> Strip:
+        if y == 0:
+            return self._header()
+        row = round(self.scroll_y) + y - 1
+        if row >= len(self._shown):
+            return Strip.blank(self.scrollable_content_region.width, self.rich_style)
+        key = self._shown[row]
+        return self._row(key, self._vms[key], row == self._cursor, key in self._marked)
+
+    # ---- input -------------------------------------------------------------------------
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self._cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        step = self._rows_visible()
+        self.move_cursor(self._cursor + direction * step)
+        top = max(0, round(self.scroll_y) + direction * step)
+        self.scroll_to(y=top, animate=False, immediate=True)
+        self._scroll_to_cursor()
+
+    def action_jump(self, row: int) -> None:
+        self.move_cursor(len(self._shown) - 1 if row < 0 else row)
+
+    def action_toggle_mark(self) -> None:
+        self.toggle_mark()
+        self.action_cursor(1)
+
+    def action_mark_all(self) -> None:
+        self.mark_all_shown()
+
+    def action_activate(self) -> None:
+        vm = self.cursor_vm
+        if vm is not None:
+            self.post_message(self.Activated(vm))
+
+    def action_sort(self, column: str) -> None:
+        self.sort_by(column)
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y == 0:
+            x = 0
+            for key, width in self._columns():
+                if x <= offset.x < x + width + 1:
+                    if key != "mark":
+                        self.sort_by(key)
+                    return
+                x += width + 1
+            return
+        row = round(self.scroll_y) + offset.y - 1
+        if row < len(self._shown):
+            self.move_cursor(row)
+            if event.chain >= 2:
+                self.action_activate()

@@ -1,0 +1,180 @@
+"""The filter grammar, shared by the TUI's / bar and ``catkeeper --json --filter``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from catkeeper.cli import main
+from catkeeper.filtering import FilterError, parse_filter
+from catkeeper.model import VM, IpSighting, Nic, Reservation, VmState
+from tests.tui_support import FROZEN_NOW, fleet_config
+
+NOW = FROZEN_NOW
+
+
+def vm(
+    name: str,
+    *,
+    host: str = "lab1",
+    state: VmState = VmState.RUNNING,
+    owner: str | None = None,
+    note: str = "",
+    until: float | None = None,
+    mac: str = "52:54:00:00:00:01",
+    ip: str | None = None,
+) -> VM:
+    res = Reservation(owner=owner, note=note, until=until) if owner else None
+    ips = (IpSighting(mac, ip, 24, "lease", NOW),) if ip else ()
+    return VM(
+        host=host,
+        name=name,
+        uuid=f"uuid-{host}-{name}",
+        state=state,
+        vcpus=1,
+        memory_kib=1024,
+        max_memory_kib=1024,
+        autostart=False,
+        persistent=True,
+        nics=(Nic(mac=mac, type="network", source="default"),),
+        reservation=res,
+        ips=ips,
+    )
+
+
+FLEET = [
+    vm("web-01", owner="alice", note="Bisecting kernel", until=NOW + 3600, ip="10.0.0.5"),
+    vm("web-02", host="lab2", state=VmState.SHUTOFF, mac="52:54:00:ab:cd:ef"),
+    vm("db-01", state=VmState.PAUSED, owner="bob", note="load test", until=NOW - 60),
+    vm("build-01", host="lab2", state=VmState.SHUTOFF, owner="Alice"),
+    vm("gpu-01", host="gpu4", state=VmState.CRASHED),
+]
+
+
+def pick(text: str, me: str = "alice") -> list[str]:
+    f = parse_filter(text, me=me)
+    return [v.name for v in FLEET if f.matches(v, NOW)]
+
+
+def test_empty_filter_matches_everything() -> None:
+    assert pick("") == [v.name for v in FLEET]
+    assert pick("   ") == [v.name for v in FLEET]
+    assert parse_filter("", me="x").is_empty
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("web", ["web-01", "web-02"]),
+        ("WEB", ["web-01", "web-02"]),  # case-insensitive
+        ("web 01", ["web-01"]),  # every word must match
+        ("lab2", ["web-02", "build-01"]),  # host
+        ("bisecting", ["web-01"]),  # note
+        ("bob", ["db-01"]),  # owner
+        ("10.0.0", ["web-01"]),  # IP
+        ("ab:cd:ef", ["web-02"]),  # MAC (colons do not make it a key)
+        ('"load test"', ["db-01"]),  # quotes keep the space
+        ("nothing-like-this", []),
+    ],
+)
+def test_free_words(text: str, expected: list[str]) -> None:
+    assert pick(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("host:lab2", ["web-02", "build-01"]),
+        ("host:LAB2", ["web-02", "build-01"]),
+        ("host:lab", []),  # exact, not a substring
+        ("host:lab*", ["web-01", "web-02", "db-01", "build-01"]),
+        ("host:lab1,gpu4", ["web-01", "db-01", "gpu-01"]),
+        ("state:running", ["web-01"]),
+        ("state:shut", ["web-02", "build-01"]),
+        ("state:shutoff", ["web-02", "build-01"]),
+        ("state:paused", ["db-01"]),
+        ("state:pau", ["db-01"]),  # an unambiguous prefix
+        ("state:crashed", ["gpu-01"]),
+        ("state:running,paused", ["web-01", "db-01"]),
+        ("state:active", ["web-01", "db-01"]),
+        ("state:inactive", ["web-02", "build-01", "gpu-01"]),
+        ("owner:bob", ["db-01"]),
+        ("owner:alice", ["web-01", "build-01"]),  # owner names are case-insensitive
+        ("reserved:yes", ["web-01", "build-01"]),  # expired ones are not reserved
+        ("reserved:no", ["web-02", "gpu-01"]),
+        ("reserved:expired", ["db-01"]),
+    ],
+)
+def test_keys(text: str, expected: list[str]) -> None:
+    assert pick(text) == expected
+
+
+def test_owner_me_is_the_current_user() -> None:
+    assert pick("owner:me", me="bob") == ["db-01"]
+    assert pick("owner:me", me="alice") == ["web-01", "build-01"]
+    assert pick("owner:me", me="nobody") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("!web", ["db-01", "build-01", "gpu-01"]),
+        ("!state:shutoff", ["web-01", "db-01", "gpu-01"]),
+        ("!host:lab1 !host:lab2", ["gpu-01"]),
+        ("!owner:me", ["web-02", "db-01", "gpu-01"]),
+        ("!reserved:no state:shutoff", ["build-01"]),
+        ("web !01", ["web-02"]),
+    ],
+)
+def test_negation(text: str, expected: list[str]) -> None:
+    assert pick(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("state:bogus", "unknown state 'bogus'"),
+        ("state:p", "ambiguous state 'p'"),
+        ("reserved:maybe", "reserved:maybe"),
+        ("colour:red", "unknown filter key 'colour'"),
+        ("host:", "host: needs a value"),
+        ("!", "'!' must come right before a term"),
+        ('"unbalanced', "bad filter"),
+    ],
+)
+def test_bad_terms_say_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(FilterError, match=message.replace("(", r"\(")):
+        parse_filter(text, me="alice")
+
+
+def test_json_filter_uses_the_same_grammar(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = fleet_config(tmp_path)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "hosts:\n"
+        + "".join(f"  - name: {h.name}\n    uri: {h.uri}\n" for h in config.hosts)
+        + "owner: alice\n"
+    )
+    assert main(["--config", str(path), "--json", "--filter", "owner:me !state:shutoff"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(v["name"] for v in doc["vms"]) == ["ci-runner", "web-01"]
+    assert len(doc["hosts"]) == 2  # hosts are not filtered
+
+    assert main(["--config", str(path), "--json", "--filter", "state:bogus"]) == 2
+    assert "unknown state 'bogus'" in capsys.readouterr().err
+
+
+def test_filtering_imports_no_ui() -> None:
+    code = (
+        "import sys, catkeeper.filtering, catkeeper.cli\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
