@@ -30,6 +30,7 @@ from catkeeper.backend.events import (
     VmRemoved,
 )
 from catkeeper.backend.inventory import StaticInfo, build_vm, parse_domain_xml
+from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
 from catkeeper.backend.worker import HostExecutor
 from catkeeper.config import HostConfig, Timing
 from catkeeper.model import VM, Capacity, Host, HostState, VmState
@@ -191,6 +192,12 @@ class HostSession:
         # Adds what other sources know (IP sightings) to every VM this session builds.
         self.decorate: Callable[[VM], VM] | None = None
         self._degraded_reason: str | None = None
+        # ssh hosts: the one asyncssh connection this host's libvirt forward, VNC tunnels
+        # and remote commands share (backend/ssh.py); None without ssh. It connects lazily,
+        # on this session's loop. When it carries libvirt, _connect forwards a private
+        # local socket to the remote daemon and _open uses that instead of cfg.uri.
+        self.ssh: SshTransport | None = SshTransport.for_host(cfg, timing)
+        self._libvirt_forward: LibvirtForward | None = None
 
     @property
     def name(self) -> str:
@@ -216,6 +223,8 @@ class HostSession:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self._drop_connection(wait=0.5)
+        if self.ssh is not None:  # also ends this host's tunnels
+            await self.ssh.aclose()
 
     async def _run(self) -> None:
         delay = self.timing.backoff_initial
@@ -281,7 +290,9 @@ class HostSession:
     def _open(self) -> libvirt.virConnect:
         flags = libvirt.VIR_CONNECT_RO if self.readonly else 0
         auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], _refuse_credentials, None]
-        conn = libvirt.openAuth(effective_uri(self.cfg.uri), auth, flags)
+        forward = self._libvirt_forward  # set by _connect for hosts reached over our ssh
+        uri = forward.uri if forward is not None else effective_uri(self.cfg.uri)
+        conn = libvirt.openAuth(uri, auth, flags)
         # Local and test drivers have no keepalive; they cannot drop either.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(self.timing.keepalive_interval, self.timing.keepalive_count)
@@ -294,6 +305,12 @@ class HostSession:
         self._executor = HostExecutor(self.name, self.timing.workers_per_host)
         if self.host.state is not HostState.CONNECTING:
             self._set_host(state=HostState.CONNECTING)
+        if self.ssh is not None and carries_libvirt(self.cfg):
+            # Open (or reuse) the host's ssh connection on this loop and forward a local
+            # socket to the remote libvirt socket; the libvirt open stays on the worker.
+            self._libvirt_forward = await asyncio.wait_for(
+                self.ssh.forward_libvirt(readonly=self.readonly), self.timing.connect_timeout + 2
+            )
         conn = await self._submit(
             self._open, timeout=self.timing.connect_timeout, what="connecting"
         )
@@ -351,6 +368,14 @@ class HostSession:
         conn, executor, ids = self._conn, self._executor, self._callback_ids
         self._conn, self._executor, self._callback_ids = None, None, []
         self._generation += 1  # callbacks of the old connection are ignored from now on
+        forward, self._libvirt_forward = self._libvirt_forward, None
+        if forward is not None:
+            forward.close()
+        if self.ssh is not None:
+            # Start afresh on reconnect (new authentication, host key checked again), but
+            # never cut off a running VNC viewer's tunnel: asyncssh keepalive catches a dead
+            # connection that tunnels keep alive.
+            self.ssh.close_if_idle()
         if conn is None or executor is None:
             if executor is not None:
                 executor.shutdown()
