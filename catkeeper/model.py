@@ -151,10 +151,23 @@ class VM:
         return f"{self.host}/{self.name}"
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 def to_jsonable(obj: Any) -> Any:
-    """A model object (or list of them) as plain JSON types."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
+    """A model object (or list of them) as plain JSON types.
+
+    Hand-rolled rather than ``dataclasses.asdict``, which deep-copies every leaf and took
+    four of the ten seconds of a 10,000-VM ``--json`` run.
+    """
+    if obj is None or isinstance(obj, str | int | float):
+        return obj
+    cls = type(obj)
+    names = _FIELD_NAMES.get(cls)
+    if names is None and dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(obj))
+    if names is not None:
+        return {name: to_jsonable(getattr(obj, name)) for name in names}
     if isinstance(obj, list | tuple):
         return [to_jsonable(o) for o in obj]
     return obj
