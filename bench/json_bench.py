@@ -100,7 +100,9 @@ def scenario(hosts: int, vms: int, *, sample: int | None, repeat: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true", help="run the virsh loop over every VM (slow)")
+    parser.add_argument(
+        "--full", action="store_true", help="run the virsh loop over every VM (slow)"
+    )
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("virsh") is None:
