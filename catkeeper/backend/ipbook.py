@@ -1,0 +1,263 @@
+"""Every IP sighting from every source, matched to VMs by MAC.
+
+The book keeps, per MAC, per IP, per source the latest sighting; a VM row shows per IP the
+freshest of them, with its source and time, so a person can tell a guest-agent answer from
+ten minutes ago apart from an ARP reply a second old. Matching is by MAC only: that is the
+one identity the domain XML, DHCP, ARP and the guest agent all share.
+
+Conflicts are reported, never resolved silently: one IP claimed by two MACs (a duplicate
+address, or a stale lease), one MAC on VMs of two hosts (a cloned domain XML).
+
+The book lives on the event loop's thread (sweeps hand their results back to the loop); it
+has no locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from catkeeper.backend.ipscan.results import SourceResult, normalize_mac, usable_address
+from catkeeper.model import VM, IpSighting
+
+# Sources whose answer for a VM is its complete list: an address it no longer reports is
+# gone (the guest changed address), not merely unseen.
+AUTHORITATIVE = frozenset({"agent", "lease"})
+
+# Which source to show when several saw the same address within TIE_WINDOW seconds: the
+# one that knows most (the guest itself, then the DHCP server, then the wire).
+SOURCE_RANK = ("agent", "lease", "sweep-arp", "sweep-icmp", "neigh", "arp")
+TIE_WINDOW = 5.0
+
+IP_ON_TWO_MACS = "ip-on-two-macs"
+MAC_ON_TWO_HOSTS = "mac-on-two-hosts"
+
+
+@dataclass(frozen=True)
+class IpConflict:
+    kind: str  # IP_ON_TWO_MACS or MAC_ON_TWO_HOSTS
+    key: str  # the IP, or the MAC
+    claims: tuple[str, ...]  # "MAC (source)" for an IP; "HOST/VM" for a MAC
+
+
+def _ip_sort_key(ip: str) -> tuple[int, int]:
+    addr = ipaddress.ip_address(ip)
+    return (addr.version, int(addr))
+
+
+def best_ip(vm: VM) -> str | None:
+    """The one address for the VM's IP column: IPv4 before IPv6, global before link-local,
+    then in the VM's own order (NIC order, then numerically), so it does not flicker."""
+    best: tuple[int, int, str] | None = None
+    for index, sighting in enumerate(vm.ips):
+        try:
+            addr = ipaddress.ip_address(sighting.ip)
+        except ValueError:
+            continue
+        if addr.is_loopback:
+            continue
+        rank = (0 if addr.version == 4 else 2) + (1 if addr.is_link_local else 0)
+        if best is None or (rank, index) < best[:2]:
+            best = (rank, index, sighting.ip)
+    return best[2] if best else None
+
+
+def _rank(source: str) -> int:
+    return SOURCE_RANK.index(source) if source in SOURCE_RANK else len(SOURCE_RANK)
+
+
+def _pick(sightings: Iterable[IpSighting]) -> IpSighting:
+    """The freshest sighting; among those within TIE_WINDOW of it, the best-ranked source
+    (so one scan's agent, lease and ARP answers, milliseconds apart, show as "agent")."""
+    pool = list(sightings)
+    newest = max(s.seen_at for s in pool)
+    close = [s for s in pool if newest - s.seen_at <= TIE_WINDOW]
+    return min(close, key=lambda s: (_rank(s.source), -s.seen_at))
+
+
+class IpBook:
+    """Sightings by MAC; ``decorator()`` is what ``HostSession.decorate`` wants."""
+
+    def __init__(self, *, max_age: float = 3600.0, clock: Callable[[], float] = time.time) -> None:
+        # Sightings older than this are dropped: an address nobody confirmed for an hour is
+        # more likely wrong than right.
+        self.max_age = max_age
+        self._clock = clock
+        self._by_mac: dict[str, dict[str, dict[str, IpSighting]]] = {}  # mac → ip → source
+        self.results: dict[tuple[str, str, str], SourceResult] = {}  # (host, source, scope)
+        self.revision = 0  # bumped on every change, for cheap "anything new?" checks
+
+    # ---- feeding ---------------------------------------------------------------------
+
+    def add(self, sightings: Iterable[IpSighting]) -> bool:
+        """Record sightings (newer replaces older per MAC, IP and source); True if changed."""
+        changed = False
+        for s in sightings:
+            mac = normalize_mac(s.mac)
+            if mac is None or not usable_address(s.ip):
+                continue
+            ip = str(ipaddress.ip_address(s.ip))  # one spelling per address (IPv6!)
+            if mac != s.mac or ip != s.ip:
+                s = dataclasses.replace(s, mac=mac, ip=ip)
+            per_source = self._by_mac.setdefault(mac, {}).setdefault(ip, {})
+            old = per_source.get(s.source)
+            if old is not None and old.seen_at > s.seen_at:
+                continue
+            if old is not None and old.prefix is not None and s.prefix is None:
+                s = dataclasses.replace(s, prefix=old.prefix)
+            if old != s:
+                per_source[s.source] = s
+                changed = True
+        if changed:
+            self.revision += 1
+        return changed
+
+    def apply(self, result: SourceResult) -> bool:
+        """Take one source's result; True if any VM's addresses may have changed.
+
+        An authoritative source's answer for a VM replaces what that source said before for
+        the VM's MACs; an address that moved to another MAC in a newer answer of the same
+        source leaves the old MAC. A failed source changes nothing: its old sightings age.
+        """
+        self.results[(result.host, result.source, result.scope)] = result
+        if not result.ok:
+            return False
+        fresh = [
+            (mac, str(ipaddress.ip_address(s.ip)))
+            for s in result.sightings
+            if (mac := normalize_mac(s.mac)) is not None and usable_address(s.ip)
+        ]
+        changed = False
+        if result.source in AUTHORITATIVE and result.macs:
+            covered = {m for m in map(normalize_mac, result.macs) if m}
+            keep = set(fresh)
+            changed |= self._retract(
+                lambda m, ip, _s: m in covered and (m, ip) not in keep, result.source
+            )
+        newest = dict((ip, mac) for mac, ip in fresh)
+        changed |= self._retract(
+            lambda m, ip, s: ip in newest and m != newest[ip] and s.seen_at < result.started_at,
+            result.source,
+        )
+        changed |= self.add(result.sightings)
+        return changed
+
+    def _retract(self, doomed: Callable[[str, str, IpSighting], bool], source: str) -> bool:
+        changed = False
+        for mac, by_ip in list(self._by_mac.items()):
+            for ip, per_source in list(by_ip.items()):
+                s = per_source.get(source)
+                if s is not None and doomed(mac, ip, s):
+                    del per_source[source]
+                    changed = True
+                    if not per_source:
+                        del by_ip[ip]
+            if not by_ip:
+                del self._by_mac[mac]
+        if changed:
+            self.revision += 1
+        return changed
+
+    def prune(self, now: float | None = None) -> bool:
+        """Forget sightings older than ``max_age``; True if any went."""
+        limit = (self._clock() if now is None else now) - self.max_age
+        return self._retract_all(lambda s: s.seen_at < limit)
+
+    def _retract_all(self, doomed: Callable[[IpSighting], bool]) -> bool:
+        changed = False
+        for mac, by_ip in list(self._by_mac.items()):
+            for ip, per_source in list(by_ip.items()):
+                for source, s in list(per_source.items()):
+                    if doomed(s):
+                        del per_source[source]
+                        changed = True
+                if not per_source:
+                    del by_ip[ip]
+            if not by_ip:
+                del self._by_mac[mac]
+        if changed:
+            self.revision += 1
+        return changed
+
+    # ---- reading ---------------------------------------------------------------------
+
+    def macs(self) -> set[str]:
+        return set(self._by_mac)
+
+    def all_sightings(self, mac: str) -> tuple[IpSighting, ...]:
+        """Every source's latest sighting for this MAC (newest first)."""
+        key = normalize_mac(mac)
+        by_ip = self._by_mac.get(key, {}) if key else {}
+        found = [s for per_source in by_ip.values() for s in per_source.values()]
+        return tuple(sorted(found, key=lambda s: -s.seen_at))
+
+    def sightings_for(self, mac: str) -> tuple[IpSighting, ...]:
+        """Per IP the freshest sighting of this MAC, IPv4 first, then by address."""
+        key = normalize_mac(mac)
+        by_ip = self._by_mac.get(key, {}) if key else {}
+        limit = self._clock() - self.max_age
+        out = []
+        for ip in sorted(by_ip, key=_ip_sort_key):
+            shown = _pick(by_ip[ip].values())
+            if shown.seen_at >= limit:
+                out.append(shown)
+        return tuple(out)
+
+    def ips_for(self, vm: VM) -> tuple[IpSighting, ...]:
+        """The VM's addresses: per NIC in XML order, per IP the freshest sighting."""
+        out: list[IpSighting] = []
+        seen: set[tuple[str, str]] = set()
+        for nic in vm.nics:
+            for s in self.sightings_for(nic.mac):
+                if (s.mac, s.ip) not in seen:
+                    seen.add((s.mac, s.ip))
+                    out.append(s)
+        return tuple(out)
+
+    def decorator(self) -> Callable[[VM], VM]:
+        """``session.decorate = book.decorator()``: every VM the session builds gets its IPs."""
+
+        def decorate(vm: VM) -> VM:
+            ips = self.ips_for(vm)
+            return vm if ips == vm.ips else dataclasses.replace(vm, ips=ips)
+
+        return decorate
+
+    def unmatched(self, vms: Iterable[VM]) -> tuple[IpSighting, ...]:
+        """Fresh sightings whose MAC belongs to none of these VMs (routers, other machines)."""
+        known = {m for vm in vms for nic in vm.nics if (m := normalize_mac(nic.mac))}
+        return tuple(
+            s for mac in sorted(self._by_mac) if mac not in known for s in self.sightings_for(mac)
+        )
+
+    def conflicts(self, vms: Iterable[VM]) -> list[IpConflict]:
+        """What looks wrong: an IP on two MACs now, a MAC on VMs of two hosts."""
+        out: list[IpConflict] = []
+        limit = self._clock() - self.max_age
+        claims: dict[str, dict[str, set[str]]] = {}  # ip → mac → sources
+        for mac, by_ip in self._by_mac.items():
+            for ip, per_source in by_ip.items():
+                for source, s in per_source.items():
+                    if s.seen_at >= limit:
+                        claims.setdefault(ip, {}).setdefault(mac, set()).add(source)
+        for ip in sorted(claims, key=_ip_sort_key):
+            if len(claims[ip]) > 1:
+                parts = tuple(
+                    f"{mac} ({', '.join(sorted(sources))})"
+                    for mac, sources in sorted(claims[ip].items())
+                )
+                out.append(IpConflict(IP_ON_TWO_MACS, ip, parts))
+        owners: dict[str, set[tuple[str, str]]] = {}
+        for vm in vms:
+            for nic in vm.nics:
+                if (m := normalize_mac(nic.mac)) is not None:
+                    owners.setdefault(m, set()).add((vm.host, vm.name))
+        for mac in sorted(owners):
+            hosts = {h for h, _ in owners[mac]}
+            if len(hosts) > 1:
+                refs = tuple(f"{h}/{n}" for h, n in sorted(owners[mac]))
+                out.append(IpConflict(MAC_ON_TWO_HOSTS, mac, refs))
+        return out

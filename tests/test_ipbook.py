@@ -1,0 +1,250 @@
+"""IpBook: matching by MAC, freshness, retraction, conflicts, and best_ip. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from catkeeper.backend.ipbook import (
+    IP_ON_TWO_MACS,
+    MAC_ON_TWO_HOSTS,
+    IpBook,
+    best_ip,
+)
+from catkeeper.backend.ipscan.results import SourceResult
+from catkeeper.model import VM, IpSighting, Nic, VmState, to_jsonable
+
+MAC_A = "52:54:00:00:00:0a"
+MAC_B = "52:54:00:00:00:0b"
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def vm(name: str, *macs: str, host: str = "h1") -> VM:
+    return VM(
+        host=host,
+        name=name,
+        uuid=f"uuid-{host}-{name}",
+        state=VmState.RUNNING,
+        vcpus=1,
+        memory_kib=1024,
+        max_memory_kib=1024,
+        autostart=False,
+        persistent=True,
+        nics=tuple(Nic(mac=m, type="network", source="default") for m in macs),
+    )
+
+
+def s(mac: str, ip: str, source: str, at: float, prefix: int | None = 24) -> IpSighting:
+    return IpSighting(mac=mac, ip=ip, prefix=prefix, source=source, seen_at=at)
+
+
+def test_matches_by_mac_and_normalises_spelling() -> None:
+    book = IpBook(clock=Clock())
+    book.add([s("52:54:0:0:0:A", "10.0.0.5", "sweep-arp", 999.0)])
+    decorated = book.decorator()(vm("a", MAC_A))
+    assert [(x.mac, x.ip, x.source) for x in decorated.ips] == [(MAC_A, "10.0.0.5", "sweep-arp")]
+    assert decorated.ips[0].mac == MAC_A  # normalised, so it matches the NIC
+
+
+def test_freshest_per_ip_and_source_rank_within_one_scan() -> None:
+    clock = Clock(2000.0)
+    book = IpBook(clock=clock)
+    book.add([s(MAC_A, "10.0.0.5", "lease", 1000.0), s(MAC_A, "10.0.0.5", "sweep-arp", 1500.0)])
+    assert book.sightings_for(MAC_A)[0].source == "sweep-arp"  # fresher wins
+    # Milliseconds apart in one scan: the source that knows most is shown.
+    book.add([s(MAC_A, "10.0.0.5", "arp", 1999.99), s(MAC_A, "10.0.0.5", "agent", 1999.98)])
+    assert book.sightings_for(MAC_A)[0].source == "agent"
+    # Every source's own latest sighting stays available.
+    assert {x.source for x in book.all_sightings(MAC_A)} == {"lease", "sweep-arp", "arp", "agent"}
+
+
+def test_older_sighting_never_replaces_newer_and_prefix_survives() -> None:
+    book = IpBook(clock=Clock())
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 900.0, prefix=24)])
+    assert not book.add([s(MAC_A, "10.0.0.5", "neigh", 800.0)])
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 950.0, prefix=None)])
+    (only,) = book.sightings_for(MAC_A)
+    assert only.seen_at == 950.0 and only.prefix == 24
+
+
+def test_ipv4_first_and_nic_order() -> None:
+    book = IpBook(clock=Clock())
+    book.add(
+        [
+            s(MAC_A, "fe80::5054:ff:fe00:a", "agent", 999.0, 64),
+            s(MAC_A, "2001:db8::a", "agent", 999.0, 64),
+            s(MAC_A, "10.0.0.20", "agent", 999.0),
+            s(MAC_A, "10.0.0.3", "agent", 999.0),
+            s(MAC_B, "10.0.1.1", "agent", 999.0),
+        ]
+    )
+    v = book.decorator()(vm("a", MAC_B, MAC_A))
+    assert [x.ip for x in v.ips] == [
+        "10.0.1.1",
+        "10.0.0.3",
+        "10.0.0.20",
+        "2001:db8::a",
+        "fe80::5054:ff:fe00:a",
+    ]
+    assert best_ip(v) == "10.0.1.1"
+
+
+def test_best_ip_prefers_ipv4_then_global_ipv6() -> None:
+    base = vm("a", MAC_A)
+    assert best_ip(base) is None
+    v6 = dataclasses.replace(
+        base,
+        ips=(s(MAC_A, "fe80::1", "agent", 1.0, 64), s(MAC_A, "2001:db8::1", "agent", 1.0, 64)),
+    )
+    assert best_ip(v6) == "2001:db8::1"
+    both = dataclasses.replace(v6, ips=(*v6.ips, s(MAC_A, "10.1.2.3", "neigh", 1.0)))
+    assert best_ip(both) == "10.1.2.3"
+
+
+def test_unusable_addresses_and_macs_are_dropped() -> None:
+    book = IpBook(clock=Clock())
+    changed = book.add(
+        [
+            s("00:00:00:00:00:00", "10.0.0.1", "agent", 999.0),
+            s(MAC_A, "127.0.0.1", "agent", 999.0),
+            s(MAC_A, "::1", "agent", 999.0),
+            s("not-a-mac", "10.0.0.2", "agent", 999.0),
+        ]
+    )
+    assert not changed and book.macs() == set()
+
+
+def test_max_age_hides_then_prune_forgets() -> None:
+    clock = Clock(1000.0)
+    book = IpBook(max_age=60.0, clock=clock)
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 990.0)])
+    assert book.sightings_for(MAC_A)
+    clock.now = 1100.0
+    assert book.sightings_for(MAC_A) == ()
+    assert book.prune() and book.macs() == set()
+
+
+def test_authoritative_source_retracts_addresses_it_no_longer_reports() -> None:
+    book = IpBook(clock=Clock(2000.0))
+    first = SourceResult(
+        "h1", "agent", "uuid-1", (s(MAC_A, "10.0.0.5", "agent", 1000.0),), macs=(MAC_A,)
+    )
+    book.apply(first)
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 1000.0)])  # another source saw it too
+    moved = SourceResult(
+        "h1",
+        "agent",
+        "uuid-1",
+        (s(MAC_A, "10.0.0.9", "agent", 1500.0),),
+        started_at=1499.0,
+        macs=(MAC_A,),
+    )
+    assert book.apply(moved)
+    by_ip = {
+        x.ip: {y.source for y in book.all_sightings(MAC_A) if y.ip == x.ip}
+        for x in book.all_sightings(MAC_A)
+    }
+    # The agent no longer claims .5; the neighbour table's own (older) sighting remains.
+    assert by_ip == {"10.0.0.9": {"agent"}, "10.0.0.5": {"neigh"}}
+
+
+def test_failed_source_changes_nothing_but_is_recorded() -> None:
+    book = IpBook(clock=Clock())
+    book.add([s(MAC_A, "10.0.0.5", "agent", 999.0)])
+    failed = SourceResult(
+        "h1", "agent", "uuid-1", error="QEMU guest agent is not configured", macs=(MAC_A,)
+    )
+    assert not book.apply(failed)
+    assert book.sightings_for(MAC_A)[0].ip == "10.0.0.5"
+    assert book.results[("h1", "agent", "uuid-1")].error == "QEMU guest agent is not configured"
+
+
+def test_address_that_moved_to_another_mac_leaves_the_old_one() -> None:
+    book = IpBook(clock=Clock(2000.0))
+    book.apply(
+        SourceResult(
+            "h1",
+            "sweep-arp",
+            "10.0.0.0/24",
+            (s(MAC_A, "10.0.0.5", "sweep-arp", 1000.0),),
+            started_at=999.0,
+        )
+    )
+    book.apply(
+        SourceResult(
+            "h1",
+            "sweep-arp",
+            "10.0.0.0/24",
+            (s(MAC_B, "10.0.0.5", "sweep-arp", 1900.0),),
+            started_at=1899.0,
+        )
+    )
+    assert book.sightings_for(MAC_A) == ()
+    assert [x.ip for x in book.sightings_for(MAC_B)] == ["10.0.0.5"]
+    assert book.conflicts([]) == []
+
+
+def test_conflicts_ip_on_two_macs_and_mac_on_two_hosts() -> None:
+    book = IpBook(clock=Clock(2000.0))
+    # Same sweep, two answers for one address: a real duplicate.
+    book.apply(
+        SourceResult(
+            "h1",
+            "sweep-arp",
+            "10.0.0.0/24",
+            (s(MAC_A, "10.0.0.7", "sweep-arp", 1990.0), s(MAC_B, "10.0.0.7", "sweep-arp", 1990.0)),
+            started_at=1989.0,
+        )
+    )
+    book.add([s(MAC_A, "10.0.0.8", "lease", 1990.0), s(MAC_B, "10.0.0.8", "agent", 1990.0)])
+    vms = [vm("a", MAC_A, host="h1"), vm("a-clone", MAC_A, host="h2"), vm("b", MAC_B)]
+    conflicts = book.conflicts(vms)
+    assert [(c.kind, c.key) for c in conflicts] == [
+        (IP_ON_TWO_MACS, "10.0.0.7"),
+        (IP_ON_TWO_MACS, "10.0.0.8"),
+        (MAC_ON_TWO_HOSTS, MAC_A),
+    ]
+    assert conflicts[1].claims == (f"{MAC_A} (lease)", f"{MAC_B} (agent)")
+    assert conflicts[2].claims == ("h1/a", "h2/a-clone")
+    json.dumps(to_jsonable(conflicts))  # plain data
+
+
+def test_unmatched_lists_macs_of_no_vm() -> None:
+    book = IpBook(clock=Clock())
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 999.0), s(MAC_B, "10.0.0.1", "neigh", 999.0)])
+    assert [x.mac for x in book.unmatched([vm("a", MAC_A)])] == [MAC_B]
+
+
+def test_decorated_vm_serialises_with_source_and_time() -> None:
+    book = IpBook(clock=Clock())
+    book.add([s(MAC_A, "10.0.0.5", "sweep-icmp", 999.5)])
+    doc = json.loads(json.dumps(to_jsonable(book.decorator()(vm("a", MAC_A)))))
+    assert doc["ips"] == [
+        {"mac": MAC_A, "ip": "10.0.0.5", "prefix": 24, "source": "sweep-icmp", "seen_at": 999.5}
+    ]
+
+
+def test_decorator_returns_the_same_object_when_nothing_changed() -> None:
+    book = IpBook(clock=Clock())
+    v = vm("a", MAC_A)
+    assert book.decorator()(v) is v  # cheap on every warm refresh
+
+
+def test_source_result_json_round_trip() -> None:
+    r = SourceResult(
+        "h1",
+        "sweep-icmp",
+        "10.0.0.0/24",
+        (s(MAC_A, "10.0.0.5", "sweep-icmp", 1.0),),
+        privileged=True,
+        alive=("10.9.9.9",),
+        note="via br0",
+    )
+    assert SourceResult.from_json(json.loads(json.dumps(r.to_json()))) == r
