@@ -1,0 +1,462 @@
+"""Open a VM's graphical console: plan it, tunnel it, start the viewer, clean up after it.
+
+The viewer is started from an argv template (``["vncviewer", "{host}::{port}"]``), never
+through a shell. A VNC password, when the domain has one and the connection may read the
+secure XML, reaches the viewer through a file (mode 0600, in a private 0700 directory,
+removed when the viewer exits), never through its command line, which every local user can
+read in ``/proc``. Without a display, nothing is started: the caller gets the tunnel and a
+:class:`~catkeeper.backend.console.ConnectionInfo` to show instead.
+
+Placeholders in templates: ``{host}``, ``{port}``, ``{scheme}`` (vnc or spice) and
+``{display}`` (port - 5900, for viewers that want a display number).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import getpass
+import logging
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from catkeeper.backend.console import (
+    ConnectionInfo,
+    ConsolePlan,
+    HostTransport,
+    Route,
+    connection_info,
+    plan_console,
+    viewer_protocols,
+)
+from catkeeper.backend.errors import BackendError
+from catkeeper.backend.ssh import LocalSocketRelay, Tunnel
+from catkeeper.model import VM
+
+if TYPE_CHECKING:
+    from catkeeper.backend.host import HostSession
+
+log = logging.getLogger(__name__)
+
+# Tried in order when the config names no viewer.
+DEFAULT_VIEWERS: tuple[tuple[str, ...], ...] = (
+    ("vncviewer", "{host}::{port}"),
+    ("xtigervncviewer", "{host}::{port}"),
+    ("remote-viewer", "{scheme}://{host}:{port}"),
+)
+# Viewers that read a vncpasswd-style obfuscated file given with -passwd (TigerVNC,
+# TightVNC and the RealVNC 4 family all do).
+_PASSWD_FILE_VIEWERS = frozenset(
+    ("vncviewer", "xtigervncviewer", "xtightvncviewer", "xvnc4viewer", "tigervnc")
+)
+_VV_VIEWERS = frozenset(("remote-viewer",))
+
+
+class ConsoleError(BackendError):
+    """The console cannot be opened; ``str()`` says why, for a person."""
+
+
+# ---------------------------------------------------------------------------------------
+# Choosing and preparing the viewer
+
+
+def has_display(env: Mapping[str, str]) -> bool:
+    return bool(env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"))
+
+
+def find_viewer(
+    configured: Sequence[str] | None,
+    *,
+    which: Callable[[str], str | None] = shutil.which,
+) -> tuple[str, ...] | None:
+    """The argv template to use: the configured one, else the first default on PATH."""
+    if configured:
+        return tuple(configured)
+    for template in DEFAULT_VIEWERS:
+        if which(template[0]) is not None:
+            return template
+    return None
+
+
+def viewer_kind(template: Sequence[str]) -> str:
+    """``passwd-file``, ``vv-file`` or ``other``: how a password can reach this viewer."""
+    name = os.path.basename(template[0])
+    if name in _PASSWD_FILE_VIEWERS:
+        return "passwd-file"
+    if name in _VV_VIEWERS:
+        return "vv-file"
+    return "other"
+
+
+# The fixed DES key every VNC implementation uses to obfuscate stored passwords (vncpasswd,
+# ~/.vnc/passwd). VNC's d3des reverses the bits of each key byte, so for a standard DES
+# implementation the key is the bit-reversed form of {23, 82, 107, 6, 35, 78, 88, 7}.
+_VNC_OBFUSCATION_KEY = bytes((23, 82, 107, 6, 35, 78, 88, 7))
+
+
+def _reverse_bits(byte: int) -> int:
+    return int(f"{byte:08b}"[::-1], 2)
+
+
+def vnc_obfuscate(password: str) -> bytes:
+    """The 8-byte vncpasswd file content for ``password`` (VNC uses at most 8 bytes).
+
+    This is obfuscation, not encryption: the file is protected by its mode, not by DES.
+    DES comes from ``cryptography`` (already installed as asyncssh's dependency); its
+    single-DES form is TripleDES with the key repeated three times.
+    """
+    from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+    from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+    key = bytes(_reverse_bits(b) for b in _VNC_OBFUSCATION_KEY)
+    block = password.encode("utf-8")[:8].ljust(8, b"\0")
+    encryptor = Cipher(TripleDES(key * 3), modes.ECB()).encryptor()  # ECB: one block, VNC format
+    return encryptor.update(block) + encryptor.finalize()
+
+
+class _Secrets:
+    """A private directory for password files: 0700, files 0600, removed in one go."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="catkeeper-viewer-")  # mode 0700
+
+    def write(self, name: str, data: bytes) -> str:
+        path = os.path.join(self.directory, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return path
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def build_argv(
+    template: Sequence[str],
+    *,
+    host: str,
+    port: int,
+    protocol: str,
+    password_file: str | None = None,
+) -> list[str]:
+    """The viewer's argv: placeholders filled, the password file option added if any.
+
+    ``password_file`` is a vncpasswd file for ``passwd-file`` viewers, a .vv file for
+    remote-viewer (which then replaces the URI argument: the file names host and port).
+    """
+    values = {
+        "host": host,
+        "port": port,
+        "scheme": protocol,
+        "display": port - 5900 if port >= 5900 else port,
+    }
+    kind = viewer_kind(template)
+    if password_file is not None and kind == "vv-file":
+        rest = [a for a in template[1:] if not any(f"{{{k}}}" in a for k in values)]
+        return [template[0], *(_fill(a, values) for a in rest), password_file]
+    argv = [_fill(a, values) for a in template]
+    if password_file is not None and kind == "passwd-file":
+        argv[1:1] = ["-passwd", password_file]
+    return argv
+
+
+def _fill(arg: str, values: Mapping[str, object]) -> str:
+    try:
+        return arg.format_map(values)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConsoleError(
+            f"viewer template argument {arg!r}: unknown placeholder {exc} "
+            "(known: {host}, {port}, {scheme}, {display})"
+        ) from None
+
+
+def _vv_file(protocol: str, host: str, port: int, password: str, title: str) -> bytes:
+    # remote-viewer's connection file; delete-this-file makes it remove the file once read.
+    lines = [
+        "[virt-viewer]",
+        f"type={protocol}",
+        f"host={host}",
+        f"port={port}",
+        f"password={password}",
+        f"title={title}",
+        "delete-this-file=1",
+    ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def graphics_password(secure_xml: str, index: int) -> str | None:
+    """The ``passwd`` of the index-th ``<graphics>`` in a domain's secure XML."""
+    devices = ET.fromstring(secure_xml).find("devices")
+    graphics = devices.findall("graphics") if devices is not None else []
+    if index >= len(graphics):
+        return None
+    return graphics[index].get("passwd") or None
+
+
+# ---------------------------------------------------------------------------------------
+# A console: a tunnel (maybe), a viewer (maybe), password files (maybe)
+
+
+@dataclass
+class Viewer:
+    """A running viewer process."""
+
+    argv: list[str]  # holds no password: it goes through a file
+    process: asyncio.subprocess.Process
+    stderr_tail: collections.deque[str]
+    _reader: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+
+class Console:
+    """One opened console. ``viewer`` is None when there was no display (or no viewer):
+    then ``info`` tells how to connect, and the tunnel stays open until ``aclose``."""
+
+    def __init__(
+        self,
+        vm: VM,
+        plan: ConsolePlan,
+        info: ConnectionInfo,
+        tunnel: Tunnel | None,
+    ) -> None:
+        self.vm = vm
+        self.plan = plan
+        self.info = info
+        self.tunnel = tunnel
+        self.viewer: Viewer | None = None
+        self._secrets: _Secrets | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._done = asyncio.Event()
+        self.on_exit: list[Callable[[Console], None]] = []
+
+    @property
+    def closed(self) -> bool:
+        return self._done.is_set()
+
+    async def wait(self) -> int | None:
+        """Until the viewer has exited and everything is cleaned up; its exit code."""
+        await self._done.wait()
+        return self.viewer.returncode if self.viewer is not None else None
+
+    def _cleanup(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.close()
+        if self._secrets is not None:
+            self._secrets.remove()
+            self._secrets = None
+        if not self._done.is_set():
+            self._done.set()
+            for cb in self.on_exit:
+                with contextlib.suppress(Exception):
+                    cb(self)
+
+    async def _watch_viewer(self) -> None:
+        assert self.viewer is not None
+        try:
+            code = await self.viewer.process.wait()
+            tail = " | ".join(self.viewer.stderr_tail)
+            if code:
+                log.info("viewer pid %d exited with %d: %s", self.viewer.pid, code, tail)
+            else:
+                log.info("viewer pid %d exited", self.viewer.pid)
+        finally:
+            self._cleanup()
+
+    async def aclose(self) -> None:
+        """End the viewer (SIGTERM, then SIGKILL) and close the tunnel."""
+        viewer = self.viewer
+        if viewer is not None and viewer.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                viewer.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(viewer.process.wait(), 3)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    viewer.process.kill()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(viewer.process.wait(), 3)
+        if self._watch is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._watch), 1)
+        self._cleanup()
+
+
+class Consoles:
+    """Every console this process opened; ``aclose`` ends them all (catkeeper quitting).
+
+    ``viewer``: the config's argv template, None to look for one on PATH. ``env``: the
+    environment viewers run in (and where $DISPLAY is looked up); default ``os.environ``.
+    """
+
+    def __init__(
+        self,
+        viewer: Sequence[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        which: Callable[[str], str | None] = shutil.which,
+    ) -> None:
+        self.template = find_viewer(viewer, which=which)
+        self.env = dict(os.environ if env is None else env)
+        self.active: list[Console] = []
+
+    async def open(self, session: HostSession, vm: VM, *, launch: bool = True) -> Console:
+        """Plan, tunnel and (with a display and ``launch``) start a viewer for ``vm``.
+
+        Raises :class:`ConsoleError` when the console cannot be reached, with the reason.
+        """
+        fresh = await session.refresh_domain(vm.uuid)  # autoport may have changed the port
+        if fresh is None:
+            raise ConsoleError(f"{vm.ref} no longer exists")
+        vm = fresh
+        transport = HostTransport.of(session.cfg)
+        display = has_display(self.env)
+        start_viewer = launch and display and self.template is not None
+        protocols = viewer_protocols(self.template) if start_viewer else ("vnc", "spice")
+        plan = plan_console(vm, transport, protocols=protocols)
+        if not plan.possible:
+            raise ConsoleError(plan.reason)
+        tunnel = await self._endpoint(session, plan)
+        endpoint = tunnel.endpoint if tunnel is not None else (plan.host or "", plan.port or 0)
+        reason = None
+        if not start_viewer:
+            if not launch:
+                reason = "asked to print the connection instead of starting a viewer"
+            elif not display:
+                reason = "no display here ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+            else:
+                reason = (
+                    "no VNC viewer found (install tigervnc-viewer or set viewer: in the config)"
+                )
+        info = connection_info(
+            vm.ref, plan, transport, endpoint, here=_here(), me=_me(), reason=reason
+        )
+        console = Console(vm, plan, info, tunnel)
+        self.active.append(console)
+        console.on_exit.append(self._forget)
+        if not start_viewer:
+            return console
+        try:
+            await self._launch(session, console)
+        except BaseException:
+            await console.aclose()
+            raise
+        return console
+
+    async def _endpoint(self, session: HostSession, plan: ConsolePlan) -> Tunnel | None:
+        if plan.route is Route.DIRECT:
+            return None
+        if plan.route is Route.LOCAL_SOCKET:
+            assert plan.socket is not None
+            return await LocalSocketRelay(plan.socket).start()
+        if session.ssh is None:  # HostTransport said ssh, so this cannot happen
+            raise ConsoleError(f"{session.name} has no ssh connection to tunnel through")
+        if plan.route is Route.TUNNEL_SOCKET:
+            assert plan.socket is not None
+            return await session.ssh.open_tunnel_to_path(plan.socket)
+        assert plan.host is not None and plan.port is not None
+        return await session.ssh.open_tunnel(plan.host, plan.port)
+
+    async def _launch(self, session: HostSession, console: Console) -> None:
+        assert self.template is not None
+        template = self.template
+        info, plan = console.info, console.plan
+        password_file = None
+        if plan.has_password and not session.readonly and plan.index is not None:
+            password_file = await self._password_file(session, console, template)
+        argv = build_argv(
+            template,
+            host=info.host,
+            port=info.port,
+            protocol=info.protocol,
+            password_file=password_file,
+        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,  # never onto the TUI's terminal
+                stderr=asyncio.subprocess.PIPE,
+                env=self.env,
+                # Its own session: a Ctrl-C meant for catkeeper's terminal does not reach it;
+                # catkeeper ends it by PID when it quits.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise ConsoleError(
+                f"cannot start the viewer {argv[0]!r}: {exc.strerror or exc}"
+            ) from None
+        tail: collections.deque[str] = collections.deque(maxlen=20)
+        console.viewer = Viewer(argv, process, tail, asyncio.ensure_future(_collect(process, tail)))
+        log.info("viewer pid %d for %s: %s", process.pid, console.vm.ref, argv)
+        console._watch = asyncio.ensure_future(console._watch_viewer())
+
+    async def _password_file(
+        self, session: HostSession, console: Console, template: Sequence[str]
+    ) -> str | None:
+        import libvirt
+
+        index = console.plan.index
+        assert index is not None
+        xml = await session.call_domain(
+            console.vm.uuid,
+            lambda d: d.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE),
+            what="reading the console password",
+        )
+        password = graphics_password(xml, index)
+        del xml
+        if password is None:
+            return None
+        kind = viewer_kind(template)
+        if kind == "other":
+            log.info("viewer %s cannot take a password from catkeeper; it will ask", template[0])
+            return None
+        console._secrets = secrets = _Secrets()
+        if kind == "passwd-file":
+            return secrets.write("passwd", vnc_obfuscate(password))
+        info = console.info
+        data = _vv_file(info.protocol, info.host, info.port, password, console.vm.ref)
+        return secrets.write("console.vv", data)
+
+    def _forget(self, console: Console) -> None:
+        with contextlib.suppress(ValueError):
+            self.active.remove(console)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in list(self.active)), return_exceptions=True)
+
+
+async def _collect(process: asyncio.subprocess.Process, tail: collections.deque[str]) -> None:
+    """Keep the last lines the viewer wrote to stderr (for an error message)."""
+    if process.stderr is None:
+        return
+    with contextlib.suppress(Exception):
+        async for line in process.stderr:
+            text = line.decode(errors="replace").strip()
+            if text:
+                tail.append(text)
+
+
+def _here() -> str:
+    return socket.getfqdn() or socket.gethostname()
+
+
+def _me() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
