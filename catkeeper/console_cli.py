@@ -1,0 +1,173 @@
+"""``catkeeper vnc HOST/VM [--print]``: open a VM's console from the command line.
+
+With a display, starts the viewer (through a tunnel when needed) and waits for it to exit.
+Without one, or with ``--print``, prints where to connect and the ssh command for the user's
+own machine, and keeps the tunnel open until Ctrl-C.
+
+Exit codes: 0 done, 1 the console cannot be opened (reason on stderr), 2 usage,
+3 the VM's host is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from typing import Any, TextIO
+
+from catkeeper.config import Config
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Add ``vnc`` to the main parser's subparsers (``parser.add_subparsers()``)."""
+    p = subparsers.add_parser(
+        "vnc",
+        help="open a VM's VNC console (through the host's ssh connection when needed)",
+        description="Open a VM's VNC console: start the configured viewer, or without a "
+        "display print where to connect and keep the tunnel open until Ctrl-C.",
+    )
+    p.add_argument("vm", metavar="HOST/VM", help="the VM, as HOST/NAME (or a unique name)")
+    p.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="do not start a viewer: print the endpoint and ssh command, hold the tunnel",
+    )
+    p.set_defaults(subcommand="vnc")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    return asyncio.run(_run(args, config, sys.stdout, sys.stderr))
+
+
+def _host_of(ref: str, config: Config) -> list[str] | None:
+    host, sep, _name = ref.partition("/")
+    if sep and host in {h.name for h in config.hosts}:
+        return [host]
+    return None  # a bare name: every host is asked
+
+
+async def _run(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
+    from catkeeper.backend.errors import BackendError
+    from catkeeper.backend.fleet import Fleet, UnknownHost
+    from catkeeper.backend.viewer import Consoles
+    from catkeeper.model import HostState
+
+    readonly = bool(getattr(args, "readonly", False))
+
+    def fail(message: str, code: int) -> int:
+        print(f"catkeeper vnc: {message}", file=err)
+        return code
+
+    try:
+        fleet = Fleet(config, readonly=readonly, only=_host_of(args.vm, config))
+    except UnknownHost as exc:
+        return fail(str(exc), EXIT_USAGE)
+    consoles = Consoles(config.viewer)
+    await fleet.start()
+    try:
+        await fleet.wait_settled(config.timing.connect_timeout + config.timing.call_timeout)
+        try:
+            vm = fleet.find(args.vm)
+        except BackendError as exc:
+            down = [h for h in fleet.hosts() if h.state is HostState.UNREACHABLE]
+            if down:
+                why = "; ".join(f"{h.name}: {h.error}" for h in down)
+                return fail(f"{exc} (unreachable: {why})", EXIT_UNREACHABLE)
+            return fail(str(exc), EXIT_FAILED)
+        session = fleet.session(vm.host)
+        if session.host.state is HostState.UNREACHABLE:
+            return fail(f"{vm.host} is unreachable: {session.host.error}", EXIT_UNREACHABLE)
+        try:
+            console = await consoles.open(session, vm, launch=not args.print_only)
+        except BackendError as exc:
+            return fail(str(exc), EXIT_FAILED)
+        if console.viewer is not None:
+            print(
+                f"catkeeper vnc: viewer pid {console.viewer.pid} → {console.info.endpoint} "
+                f"({console.info.target})",
+                file=err,
+            )
+            code = await console.wait()
+            if code:
+                tail = " | ".join(console.viewer.stderr_tail)
+                return fail(f"the viewer exited with {code}: {tail}", EXIT_FAILED)
+            return EXIT_OK
+        print_info(console.info, out)
+        out.flush()
+        await _until_interrupted(console)
+        return EXIT_OK
+    finally:
+        await consoles.aclose()
+        await fleet.aclose()
+
+
+def print_info(info: Any, out: TextIO) -> None:
+    """The ``--print`` text: endpoint first (scripts read line 1), then the commands."""
+    print(f"endpoint {info.endpoint}", file=out)
+    print(f"console  {info.protocol} of {info.vm}: {info.target}", file=out)
+    if info.reason:
+        print(f"note     {info.reason}", file=out)
+    if info.ssh_command:
+        print(f"ssh      {info.ssh_command}", file=out)
+    if info.jump_command:
+        print(f"jump     {info.jump_command}", file=out)
+    if info.viewer_command:
+        print(f"viewer   {info.viewer_command}", file=out)
+    if info.has_password:
+        print("password the console has one; catkeeper does not print it", file=out)
+    print("Ctrl-C closes the tunnel.", file=out)
+
+
+async def _until_interrupted(console: Any) -> None:
+    """Hold the tunnel until SIGINT/SIGTERM (or until it closes by itself)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    waits = [asyncio.ensure_future(stop.wait())]
+    if console.tunnel is not None:
+        waits.append(asyncio.ensure_future(console.tunnel.wait_closed()))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m catkeeper.console_cli``) until cli.py wires ``vnc``."""
+    from catkeeper.config import ConfigError, load_config
+    from catkeeper.logsetup import setup_logging
+
+    parser = argparse.ArgumentParser(prog="catkeeper")
+    parser.add_argument("--config", metavar="PATH")
+    parser.add_argument("--readonly", action="store_true")
+    parser.add_argument("--log", metavar="FILE")
+    parser.add_argument("-v", "--verbose", action="count", default=0)
+    add_subcommands(parser.add_subparsers(dest="subcommand", required=True))
+    args = parser.parse_args(argv)
+    setup_logging(args.log, args.verbose, os.environ)
+    try:
+        config = load_config(args.config, os.environ)
+    except ConfigError as exc:
+        print(f"catkeeper: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
