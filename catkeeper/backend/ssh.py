@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from catkeeper.backend.errors import HostUnavailable
 from catkeeper.config import HostConfig, SshSettings, Timing
@@ -106,7 +106,8 @@ def forwarded_uri(uri: str, local_socket: str) -> str:
     driver = parts.scheme.partition("+")[0]
     query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "socket"]
     query.append(("socket", local_socket))
-    return urlunsplit((f"{driver}+unix", "", parts.path or "/system", urlencode(query), ""))
+    # Built by hand: urlunsplit drops the "//" of an empty authority.
+    return f"{driver}+unix://{parts.path or '/system'}?{urlencode(query, safe='/')}"
 
 
 def target_text(settings: SshSettings) -> str:
