@@ -1,0 +1,326 @@
+"""catkeeper's own ssh transport against a real sshd and the real libvirtd behind it.
+
+The "remote" host is this machine seen through the ``sshd`` fixture on 127.0.0.1:PORT: its
+libvirtd at /run/libvirt/libvirt-sock is reached only through asyncssh's forwarded unix
+socket, VNC only through asyncssh local forwards. sshd's VERBOSE log counts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import stat
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from catkeeper.backend.events import HostChanged
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.host import HostSession
+from catkeeper.backend.ssh import HostKeyError, SshAuthError, SshTransport
+from catkeeper.config import Config, HostConfig, SshSettings, Timing
+from catkeeper.model import HostState
+from tests.daemons import DelayRelay, DomainFactory, SshServer, rfb_banner, vnc_port
+
+pytestmark = pytest.mark.daemon
+
+TIMING = Timing(connect_timeout=8, call_timeout=10, refresh_interval=0, backoff_initial=0.2)
+TEST_DRIVER = "test:///default"
+
+
+def ssh_host(
+    sshd: SshServer,
+    name: str = "viassh",
+    *,
+    port: int | None = None,
+    key: str | None = None,
+    known_hosts: str | None = None,
+    accept_unknown: bool = False,
+) -> HostConfig:
+    return HostConfig(
+        name=name,
+        uri="qemu:///system",  # what the config loader stores for ssh hosts
+        ssh=SshSettings(
+            host="127.0.0.1",
+            user="root",
+            port=port or sshd.port,
+            key=key or str(sshd.client_key),
+            known_hosts=known_hosts or str(sshd.known_hosts),
+            accept_unknown_host_key=accept_unknown,
+        ),
+    )
+
+
+def settings(sshd: SshServer, **kw: object) -> SshSettings:
+    got = ssh_host(sshd, **kw).ssh  # type: ignore[arg-type]
+    assert got is not None
+    return got
+
+
+def config(*hosts: HostConfig, readonly: bool = False) -> Config:
+    return Config(hosts=hosts, source="<test>", timing=TIMING, readonly=readonly)
+
+
+async def started(cfg: Config) -> Fleet:
+    fleet = Fleet(cfg)
+    await fleet.start()
+    assert await fleet.wait_settled(30)
+    return fleet
+
+
+async def until(check: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket LISTENing on ``port``, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            addr, hexport = fields[1].split(":")
+            if int(hexport, 16) == port and fields[3] == "0A":  # 0A: TCP_LISTEN
+                found.add(addr)
+    return found
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+@pytest.fixture
+async def ssh_fleet(sshd: SshServer) -> AsyncIterator[Fleet]:
+    fleet = await started(config(ssh_host(sshd)))
+    yield fleet
+    await fleet.aclose()
+
+
+async def test_fleet_lists_a_domain_through_the_forwarded_libvirt_socket(
+    sshd: SshServer, tcg_domain: DomainFactory
+) -> None:
+    dom = tcg_domain(start=True)
+    started_at = time.monotonic()
+    fleet = await started(config(ssh_host(sshd), HostConfig("local-test", TEST_DRIVER)))
+    try:
+        took = time.monotonic() - started_at
+        session = fleet.session("viassh")
+        assert session.host.state is HostState.UP, session.host.error
+        assert fleet.session("local-test").host.state is HostState.UP
+        vm = fleet.find(f"viassh/{dom.name()}")
+        assert vm.state.value == "running"
+        assert vm.graphics[0].type == "vnc" and vm.graphics[0].port == vnc_port(dom)
+        # libvirt went through our forward: a qemu+unix URI on a private 0700 directory.
+        forward = session._libvirt_forward
+        assert forward is not None
+        assert forward.uri == f"qemu+unix:///system?socket={forward.socket_path}"
+        assert stat.S_IMODE(os.stat(forward.directory).st_mode) == 0o700
+        assert sshd.connections() == 1 and sshd.authentications() == 1
+        assert took < 10
+    finally:
+        await fleet.aclose()
+    # Closing the fleet removes the forward's socket and directory.
+    assert not os.path.exists(forward.directory)
+
+
+async def test_tunnel_carries_rfb_binds_loopback_only_and_closes(
+    ssh_fleet: Fleet, tcg_domain: DomainFactory
+) -> None:
+    dom = tcg_domain(start=True)
+    ssh = ssh_fleet.session("viassh").ssh
+    assert ssh is not None
+    tunnel = await ssh.open_tunnel("127.0.0.1", vnc_port(dom))
+    assert tunnel.local_host == "127.0.0.1" and tunnel.local_port > 0
+    assert await asyncio.to_thread(rfb_banner, tunnel.local_port) == b"RFB 003.008\n"
+    assert tunnel.connections == 1
+    # Security: the listener exists on 127.0.0.1 only (0100007F in /proc/net/tcp).
+    assert listening_addresses(tunnel.local_port) == {"0100007F"}
+    tunnel.close()
+    await until(lambda: not listening_addresses(tunnel.local_port), 2)
+    assert await asyncio.to_thread(refused, tunnel.local_port)
+
+
+async def test_one_ssh_connection_for_listing_tunnels_and_commands(
+    sshd: SshServer, tcg_domain: DomainFactory
+) -> None:
+    doms = [tcg_domain(start=True), tcg_domain(start=True)]
+    fleet = await started(config(ssh_host(sshd)))
+    try:
+        session = fleet.session("viassh")
+        assert session.host.state is HostState.UP, session.host.error
+        ssh = session.ssh
+        assert ssh is not None
+        tunnels = [await ssh.open_tunnel("127.0.0.1", vnc_port(d)) for d in doms]
+        banners = await asyncio.gather(
+            *(asyncio.to_thread(rfb_banner, t.local_port) for t in tunnels)
+        )
+        assert banners == [b"RFB 003.008\n"] * 2
+        result = await ssh.run(["echo", "two words", "$HOME"])  # quoted word by word
+        assert result.ok and result.stdout == "two words $HOME\n"
+        await session.refresh_domain(doms[0].UUIDString())  # libvirt still answers too
+        assert len(ssh.tunnels) == 2
+        assert sshd.connections() == 1
+        assert sshd.authentications() == 1
+        assert sshd.sessions() == 1  # the command; forwards are channels, not sessions
+        assert ssh.connections_opened == 1
+    finally:
+        await fleet.aclose()
+    assert all(t.closed for t in tunnels)
+
+
+async def test_unknown_host_key_is_refused_with_a_clear_error(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    fleet = await started(
+        config(ssh_host(sshd, known_hosts=str(empty)), HostConfig("t", TEST_DRIVER))
+    )
+    try:
+        host = fleet.session("viassh").host
+        assert host.state is HostState.UNREACHABLE
+        assert host.error is not None
+        assert "host key" in host.error and "unknown" in host.error
+        assert str(empty) in host.error and "accept_unknown_host_key" in host.error
+        assert fleet.session("t").host.state is HostState.UP
+        assert empty.read_text() == ""  # nothing was recorded
+        assert sshd.authentications() == 0  # refused before authenticating
+    finally:
+        await fleet.aclose()
+
+
+async def test_changed_host_key_is_refused_even_when_unknown_keys_are_accepted(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    other = tmp_path / "other_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    stale = tmp_path / "known_hosts"
+    wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
+    stale.write_text(f"[127.0.0.1]:{sshd.port} {wrong}\n")
+    transport = SshTransport("viassh", settings(sshd, known_hosts=str(stale), accept_unknown=True))
+    with pytest.raises(HostKeyError, match="CHANGED"):
+        await transport.connect()
+    await transport.aclose()
+    assert stale.read_text() == f"[127.0.0.1]:{sshd.port} {wrong}\n"
+
+
+async def test_accept_unknown_host_key_records_the_key(sshd: SshServer, tmp_path: Path) -> None:
+    kh = tmp_path / "known_hosts"
+    accepting = settings(sshd, known_hosts=str(kh), accept_unknown=True)
+    first = SshTransport("viassh", accepting)
+    await first.connect()
+    await first.aclose()
+    assert kh.read_text() == f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n"
+    # Now known: a second connection needs no acceptance and records nothing more.
+    strict = SshTransport("viassh", dataclasses.replace(accepting, accept_unknown_host_key=False))
+    await strict.connect()
+    await strict.aclose()
+    assert kh.read_text().count("\n") == 1
+
+
+async def test_wrong_client_key_is_a_host_error_while_other_hosts_work(
+    sshd: SshServer, tmp_path: Path, tcg_domain: DomainFactory
+) -> None:
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    fleet = await started(
+        config(ssh_host(sshd, "badkey", key=str(stranger)), HostConfig("t", TEST_DRIVER))
+    )
+    try:
+        host = fleet.session("badkey").host
+        assert host.state is HostState.UNREACHABLE
+        assert host.error is not None and "authentication" in host.error
+        assert "never prompts" in host.error
+        assert fleet.session("t").host.state is HostState.UP
+        assert fleet.session("t").vms  # test:///default has a domain
+    finally:
+        await fleet.aclose()
+    transport = SshTransport("badkey", settings(sshd, key=str(stranger)))
+    with pytest.raises(SshAuthError):
+        await transport.connect()
+    await transport.aclose()
+
+
+async def test_passphrase_protected_key_is_skipped_not_prompted(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    locked = tmp_path / "locked"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-pass", "-f", str(locked)], check=True
+    )
+    transport = SshTransport("h", settings(sshd, key=str(locked)))
+    with pytest.raises(SshAuthError, match="passphrase-protected: add it to ssh-agent"):
+        await transport.connect()
+    await transport.aclose()
+
+
+async def test_readonly_session_uses_the_read_only_socket(
+    sshd: SshServer, tcg_domain: DomainFactory
+) -> None:
+    dom = tcg_domain()
+    fleet = await started(config(ssh_host(sshd), readonly=True))
+    try:
+        session = fleet.session("viassh")
+        assert session.host.state is HostState.UP, session.host.error
+        assert dom.UUIDString() in session.vms
+        with pytest.raises(libvirt.libvirtError, match=r"read only|read-only"):
+            await session.call_domain(dom.UUIDString(), lambda d: d.setAutostart(1))
+    finally:
+        await fleet.aclose()
+
+
+async def test_ssh_config_alias_is_honoured(sshd: SshServer, tmp_path: Path) -> None:
+    cfg = tmp_path / "ssh_config"
+    cfg.write_text(
+        f"Host lab-alias\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
+        f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {sshd.known_hosts}\n"
+    )
+    transport = SshTransport("alias", SshSettings(host="lab-alias"), config_paths=[str(cfg)])
+    try:
+        result = await transport.run(["id", "-un"])
+        assert result.stdout.strip() == "root"
+    finally:
+        await transport.aclose()
+
+
+async def test_reconnects_after_the_connection_drops(
+    sshd: SshServer,
+    tmp_path: Path,
+    tcg_domain: DomainFactory,
+    delay_relay: Callable[..., DelayRelay],
+) -> None:
+    dom = tcg_domain()
+    relay = delay_relay(sshd.port)
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{relay.port} {sshd.host_key_line}\n")
+    fleet = Fleet(config(ssh_host(sshd, port=relay.port, known_hosts=str(kh))))
+    states: list[HostState] = []
+    fleet.subscribe(lambda e: states.append(e.host.state) if isinstance(e, HostChanged) else None)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(30)
+        session: HostSession = fleet.session("viassh")
+        assert session.host.state is HostState.UP, session.host.error
+        states.clear()
+        relay.close_connections()  # the network drops every connection
+        # Reconnecting takes ~0.1 s here, so watch the events rather than poll the state.
+        await until(lambda: HostState.UP in states, 15)
+        assert states[0] is HostState.UNREACHABLE
+        assert dom.UUIDString() in session.vms and not session.vms[dom.UUIDString()].stale
+        assert sshd.connections() == 2  # a fresh ssh connection, not a second one alongside
+        assert session.ssh is not None and session.ssh.connections_opened == 2
+    finally:
+        await fleet.aclose()
