@@ -1,0 +1,430 @@
+"""When to look for guest IPs, and where the answers go.
+
+``IpScanner`` joins the sources to a ``Fleet``: it hangs the book's decorator on every host
+session (so every VM the sessions build carries its sightings), runs the background loops
+(libvirt sources on by default, active sweeps off: a sweep sends hundreds of packets and
+people should ask for that), and answers on-demand scans (the TUI's ``i`` key, ``catkeeper
+scan``). Every host scans in its own task, bounded by a timeout: a slow or dead host delays
+nobody else, and nothing here ever blocks the event loop (libvirt calls run on the host's
+threads, local sweeps on sweep threads, remote sweeps are asyncssh I/O).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from catkeeper.backend.errors import describe
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.host import HostSession
+from catkeeper.backend.ipbook import IpBook, IpConflict
+from catkeeper.backend.ipscan.libvirt_source import (
+    DEFAULT_CONCURRENCY,
+    host_libvirt_sightings,
+    libvirt_sightings,
+)
+from catkeeper.backend.ipscan.local_sweep import SweepOptions, sweep_local
+from catkeeper.backend.ipscan.remote import remote_sweep
+from catkeeper.backend.ipscan.results import NEIGH, SourceResult
+from catkeeper.config import HostConfig
+from catkeeper.model import VM
+
+if TYPE_CHECKING:
+    import asyncssh
+
+log = logging.getLogger(__name__)
+
+LIBVIRT = "libvirt"
+SWEEP = "sweep"
+DONE = "done"
+_LOCAL_NAMES = frozenset({"", "localhost", "127.0.0.1", "::1"})
+_REDECORATE_DELAY = 0.1  # coalesce a burst of results into one pass over the VMs
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    host: str
+    stage: str  # "libvirt", "sweep" or "done"
+    done: int
+    total: int
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class HostScan:
+    """One scan of one host: every source's result, and a host-level error if any."""
+
+    host: str
+    results: tuple[SourceResult, ...]
+    started_at: float
+    elapsed_s: float
+    error: str | None = None  # not connected, timed out: the results may be partial
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+Progress = Callable[[ScanProgress], None]
+SshResolver = Callable[[HostSession], Awaitable["asyncssh.SSHClientConnection | None"]]
+LocalSweeper = Callable[[str, Sequence[str] | None, SweepOptions], Awaitable[list[SourceResult]]]
+
+
+def host_is_local(cfg: HostConfig) -> bool:
+    """True when the host is this machine: no ssh settings and no remote name in the URI."""
+    if cfg.ssh is not None:
+        return False
+    return (urlsplit(cfg.uri).hostname or "") in _LOCAL_NAMES
+
+
+async def default_ssh_for(session: HostSession) -> asyncssh.SSHClientConnection | None:
+    """The host's shared asyncssh connection (``session.ssh``), when the session has one.
+
+    Accepts either the connection itself or an object with an (async) ``connection()``.
+    """
+    ssh: Any = getattr(session, "ssh", None)
+    if ssh is None:
+        return None
+    if hasattr(ssh, "run") and hasattr(ssh, "create_session"):
+        conn: Any = ssh
+    else:
+        get = getattr(ssh, "connection", None)
+        if not callable(get):
+            return None
+        conn = get()
+        if inspect.isawaitable(conn):
+            conn = await conn
+    return conn  # type: ignore[no-any-return]
+
+
+async def _thread_sweeper(
+    host: str, subnets: Sequence[str] | None, options: SweepOptions
+) -> list[SourceResult]:
+    return await sweep_local(host, subnets, options)
+
+
+class IpScanner:
+    def __init__(
+        self,
+        fleet: Fleet,
+        book: IpBook | None = None,
+        *,
+        libvirt_interval: float = 60.0,
+        sweep_interval: float = 0.0,
+        sweep_options: SweepOptions | None = None,
+        host_timeout: float = 30.0,
+        libvirt_concurrency: int = DEFAULT_CONCURRENCY,
+        subnets: Sequence[str] | None = None,
+        ssh_for: SshResolver = default_ssh_for,
+        local_sweeper: LocalSweeper = _thread_sweeper,
+        progress: Progress | None = None,
+    ) -> None:
+        """``libvirt_interval``/``sweep_interval``: seconds between background scans per
+        host, 0 for never. ``subnets`` overrides every host's configured subnets."""
+        self.fleet = fleet
+        self.book = book if book is not None else IpBook()
+        self.libvirt_interval = libvirt_interval
+        self.sweep_interval = sweep_interval
+        self.sweep_options = sweep_options or SweepOptions()
+        self.host_timeout = host_timeout
+        self.libvirt_concurrency = libvirt_concurrency
+        self.subnets = tuple(subnets) if subnets is not None else None
+        self.ssh_for = ssh_for
+        self.local_sweeper = local_sweeper
+        self.progress = progress
+        self.last: dict[str, HostScan] = {}  # host → its latest scan, for display
+        self._tasks: list[asyncio.Task[None]] = []
+        self._inflight: dict[tuple[str, ...], asyncio.Future[list[SourceResult]]] = {}
+        self._redecorate_handle: asyncio.TimerHandle | None = None
+        self._attached = False
+
+    # ---- wiring ------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Hang the book on every session; VMs built from now on (and now) carry their IPs."""
+        decorate = self.book.decorator()
+        for session in self.fleet.sessions.values():
+            session.decorate = decorate
+            session.redecorate()
+        self._attached = True
+
+    def start(self) -> None:
+        """Attach and start the background loops (per host, per kind, where enabled)."""
+        if not self._attached:
+            self.attach()
+        loop = asyncio.get_running_loop()
+        for name in self.fleet.sessions:
+            if self.libvirt_interval > 0:
+                self._tasks.append(
+                    loop.create_task(
+                        self._every(name, self.libvirt_interval, LIBVIRT), name=f"ips-lv-{name}"
+                    )
+                )
+            if self.sweep_interval > 0:
+                self._tasks.append(
+                    loop.create_task(
+                        self._every(name, self.sweep_interval, SWEEP), name=f"ips-sw-{name}"
+                    )
+                )
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self._redecorate_handle is not None:
+            self._redecorate_handle.cancel()
+            self._redecorate_handle = None
+
+    async def _every(self, host: str, interval: float, kind: str) -> None:
+        session = self.fleet.session(host)
+        await session.wait_settled()
+        while True:
+            try:
+                await self.scan_host(host, libvirt=kind == LIBVIRT, sweep=kind == SWEEP)
+                if self.book.prune():
+                    self._redecorate_now()
+            except Exception:  # a background loop must outlive any one bad scan
+                log.exception("ip scan of %s (%s) failed", host, kind)
+            await asyncio.sleep(interval)
+
+    # ---- results → book → rows -------------------------------------------------------
+
+    def _taker(self, collected: list[SourceResult]) -> Callable[[Sequence[SourceResult]], None]:
+        """Results go to the scan's report and, at once, to the book."""
+
+        def take(results: Sequence[SourceResult]) -> None:
+            collected.extend(results)
+            self._take(results)
+
+        return take
+
+    def _take(self, results: Sequence[SourceResult]) -> None:
+        changed = False
+        for r in results:
+            changed |= self.book.apply(r)
+        if changed:
+            self._redecorate_soon()
+
+    def _redecorate_soon(self) -> None:
+        if self._redecorate_handle is None:
+            loop = asyncio.get_running_loop()
+            self._redecorate_handle = loop.call_later(_REDECORATE_DELAY, self._redecorate_now)
+
+    def _redecorate_now(self) -> None:
+        if self._redecorate_handle is not None:
+            self._redecorate_handle.cancel()
+            self._redecorate_handle = None
+        # Any host's sweep may see any host's guests (shared segments): redecorate them all;
+        # sessions emit VmChanged only for rows that really changed.
+        for session in self.fleet.sessions.values():
+            session.redecorate()
+
+    def _report(self, progress: Progress | None, event: ScanProgress) -> None:
+        for fn in (progress, self.progress):
+            if fn is not None:
+                try:
+                    fn(event)
+                except Exception:  # a broken progress display must not stop the scan
+                    log.exception("ip scan progress callback failed")
+
+    # ---- scanning ----------------------------------------------------------------------
+
+    async def scan(
+        self,
+        hosts: Sequence[str] | None = None,
+        *,
+        libvirt: bool = True,
+        sweep: bool = True,
+        progress: Progress | None = None,
+    ) -> list[HostScan]:
+        """Scan these hosts (default: all) concurrently; total time ≈ the slowest host's."""
+        names = list(hosts) if hosts is not None else list(self.fleet.sessions)
+        return list(
+            await asyncio.gather(
+                *(self.scan_host(n, libvirt=libvirt, sweep=sweep, progress=progress) for n in names)
+            )
+        )
+
+    async def scan_host(
+        self,
+        host: str,
+        *,
+        libvirt: bool = True,
+        sweep: bool = True,
+        progress: Progress | None = None,
+    ) -> HostScan:
+        """Every enabled source for one host, bounded by ``host_timeout``; never raises for
+        a host's failure (that is ``HostScan.error``)."""
+        session = self.fleet.session(host)
+        started, t0 = time.time(), time.perf_counter()
+        collected: list[SourceResult] = []
+        errors: list[str] = []
+        take = self._taker(collected)
+
+        async def run() -> None:
+            jobs = []
+            if libvirt:
+                jobs.append(self._libvirt_part(session, take, progress, errors))
+            if sweep:
+                jobs.append(self._sweep_part(session, take, progress))
+            await asyncio.gather(*jobs)
+
+        try:
+            await asyncio.wait_for(run(), self.host_timeout)
+        except TimeoutError:
+            errors.append(f"scan timed out after {self.host_timeout:g} s")
+        self._redecorate_now()
+        scan = HostScan(
+            host=host,
+            results=tuple(collected),
+            started_at=started,
+            elapsed_s=round(time.perf_counter() - t0, 3),
+            error="; ".join(errors) or None,
+        )
+        self.last[host] = scan
+        found = sum(len(r.sightings) for r in collected)
+        self._report(progress, ScanProgress(host, DONE, 1, 1, f"{found} sightings"))
+        return scan
+
+    async def _libvirt_part(
+        self,
+        session: HostSession,
+        take: Callable[[Sequence[SourceResult]], None],
+        progress: Progress | None,
+        errors: list[str],
+    ) -> None:
+        if not session.connected:
+            errors.append(f"libvirt sources skipped: {session.name} is {session.host.state.value}")
+            return
+
+        def step(done: int, total: int) -> None:
+            self._report(progress, ScanProgress(session.name, LIBVIRT, done, total))
+
+        await host_libvirt_sightings(
+            session,
+            concurrency=self.libvirt_concurrency,
+            timeout=session.timing.call_timeout,
+            progress=step,
+            on_results=take,
+        )
+
+    def subnets_for(self, session: HostSession) -> tuple[str, ...]:
+        return self.subnets if self.subnets is not None else session.cfg.subnets
+
+    async def _sweep_part(
+        self,
+        session: HostSession,
+        take: Callable[[Sequence[SourceResult]], None],
+        progress: Progress | None,
+    ) -> None:
+        subnets = self.subnets_for(session)
+        self._report(progress, ScanProgress(session.name, SWEEP, 0, 1, ", ".join(subnets)))
+        if not subnets and urlsplit(session.cfg.uri).scheme == "test":
+            # A test-driver host's guests are fiction: sweeping this machine's real
+            # networks for them (the demo fleet!) would only send packets for nothing.
+            note = "test-driver host without subnets: nothing to sweep"
+            take([SourceResult(session.name, NEIGH, "*", note=note, started_at=time.time())])
+            return
+        if host_is_local(session.cfg):
+            # Two local hosts (say, test:/// and qemu:///system) share one sweep.
+            key: tuple[str, ...] = ("local", *subnets)
+            results = await self._shared(
+                key, lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options)
+            )
+            results = [dataclasses.replace(r, host=session.name) for r in results]
+        else:
+            results = await self._shared(
+                ("remote", session.name), lambda: self._remote(session, subnets)
+            )
+        take(results)
+        self._report(progress, ScanProgress(session.name, SWEEP, 1, 1))
+
+    async def _shared(
+        self, key: tuple[str, ...], start: Callable[[], Awaitable[list[SourceResult]]]
+    ) -> list[SourceResult]:
+        """Join a sweep already under way for the same target instead of sending twice."""
+        running = self._inflight.get(key)
+        if running is None:
+            running = asyncio.ensure_future(start())
+            self._inflight[key] = running
+            running.add_done_callback(lambda _f: self._inflight.pop(key, None))
+        # shield: one caller timing out must not cancel the sweep the others wait for.
+        return await asyncio.shield(running)
+
+    async def _remote(self, session: HostSession, subnets: Sequence[str]) -> list[SourceResult]:
+        started = time.time()
+        try:
+            conn = await self.ssh_for(session)
+        except Exception as exc:
+            conn, why = None, f"no ssh connection: {describe(exc)}"
+        else:
+            why = "no ssh connection to this host (give it ssh settings in the config)"
+        if conn is None:
+            return [
+                SourceResult(session.name, NEIGH, s, error=why, started_at=started)
+                for s in (subnets or ["*"])
+            ]
+        return await remote_sweep(
+            conn,
+            session.name,
+            subnets,
+            wait=self.sweep_options.wait,
+            timeout=max(5.0, self.host_timeout - 1),
+            max_addresses=self.sweep_options.max_addresses,
+        )
+
+    async def scan_vm(
+        self, vm: VM | str, *, sweep: bool | None = None, progress: Progress | None = None
+    ) -> HostScan:
+        """On demand for one VM (the TUI's ``i``): its libvirt sources, then a sweep of its
+        host's subnets when ``sweep`` is True, or None and libvirt found no address."""
+        if isinstance(vm, str):
+            vm = self.fleet.find(vm)
+        session = self.fleet.session(vm.host)
+        started, t0 = time.time(), time.perf_counter()
+        collected: list[SourceResult] = []
+        errors: list[str] = []
+        take = self._taker(collected)
+        try:
+            if session.connected:
+                self._report(progress, ScanProgress(vm.host, LIBVIRT, 0, 1, vm.name))
+                found = await asyncio.wait_for(
+                    libvirt_sightings(session, vm, timeout=session.timing.call_timeout),
+                    self.host_timeout,
+                )
+                take(found)
+                self._report(progress, ScanProgress(vm.host, LIBVIRT, 1, 1, vm.name))
+            else:
+                errors.append(f"libvirt sources skipped: {vm.host} is not connected")
+            got_address = any(r.sightings for r in collected)
+            if sweep or (sweep is None and not got_address and vm.state.is_active):
+                await asyncio.wait_for(self._sweep_part(session, take, progress), self.host_timeout)
+        except TimeoutError:
+            errors.append(f"scan timed out after {self.host_timeout:g} s")
+        self._redecorate_now()
+        scan = HostScan(
+            host=vm.host,
+            results=tuple(collected),
+            started_at=started,
+            elapsed_s=round(time.perf_counter() - t0, 3),
+            error="; ".join(errors) or None,
+        )
+        self._report(progress, ScanProgress(vm.host, DONE, 1, 1, vm.name))
+        return scan
+
+    def vm(self, ref: str) -> VM:
+        """The VM as its session holds it now, IPs included."""
+        return self.fleet.find(ref)
+
+    def conflicts(self) -> list[IpConflict]:
+        return self.book.conflicts(self.fleet.vms())

@@ -1,0 +1,261 @@
+"""``catkeeper scan``: look for guest IPs now, print what was found, with source and age.
+
+``add_subcommands(subparsers)`` adds the ``scan`` sub-command to the main parser;
+``run(args, config)`` runs it and returns the exit code. Options use ``scan_*`` dests so they
+never clobber the main parser's own ``--host``/``--json`` (argparse lets a sub-parser's
+defaults overwrite its parent's values); the main parser's ``--host`` is honoured too.
+
+Imports neither textual nor rich, and scapy only if a local sweep runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from catkeeper.config import Config, ConfigError, load_config
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``scan`` to an ``ArgumentParser.add_subparsers()`` object; returns its parser."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "scan",
+        help="look for guest IP addresses now (libvirt sources and sweeps)",
+        description=(
+            "Ask libvirt (guest agent, DHCP leases, ARP) for every running guest's addresses "
+            "and sweep each host's subnets (ARP/ICMP with raw sockets here, else the "
+            "neighbour table; on ssh hosts, their neighbour table after a UDP poke). Prints "
+            "every address with its source and age."
+        ),
+    )
+    p.add_argument(
+        "--host",
+        dest="scan_hosts",
+        action="append",
+        metavar="NAME",
+        help="only this host (repeatable)",
+    )
+    p.add_argument("--json", dest="scan_json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--subnet",
+        dest="scan_subnets",
+        action="append",
+        metavar="CIDR",
+        help="sweep this subnet instead of the hosts' configured ones (repeatable)",
+    )
+    p.add_argument(
+        "--no-libvirt", dest="scan_no_libvirt", action="store_true", help="skip libvirt sources"
+    )
+    p.add_argument("--no-sweep", dest="scan_no_sweep", action="store_true", help="skip sweeps")
+    p.add_argument(
+        "--unprivileged",
+        dest="scan_unprivileged",
+        action="store_true",
+        help="never use raw sockets; use the neighbour table",
+    )
+    p.add_argument(
+        "--timeout",
+        dest="scan_timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="bound each host's scan (default 30)",
+    )
+    p.set_defaults(command="scan")
+    return p
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+async def scan(
+    config: Config,
+    *,
+    hosts: Sequence[str] | None = None,
+    subnets: Sequence[str] | None = None,
+    libvirt: bool = True,
+    sweep: bool = True,
+    unprivileged: bool = False,
+    timeout: float = 30.0,
+    readonly: bool = False,
+    progress_to: TextIO | None = None,
+) -> tuple[dict[str, Any], int]:
+    """Connect, scan every chosen host at once, return (JSON document, exit code)."""
+    from catkeeper.backend.fleet import Fleet
+    from catkeeper.backend.ipbook import best_ip
+    from catkeeper.backend.ipscan.local_sweep import SweepOptions
+    from catkeeper.backend.ipscan.scheduler import IpScanner, ScanProgress
+    from catkeeper.model import HostState, to_jsonable
+
+    fleet = Fleet(config, readonly=readonly, only=hosts)
+
+    def show(p: ScanProgress) -> None:
+        if progress_to is not None:
+            what = f" {p.message}" if p.message else ""
+            print(f"{p.host}: {p.stage} {p.done}/{p.total}{what}", file=progress_to, flush=True)
+
+    scanner = IpScanner(
+        fleet,
+        libvirt_interval=0,
+        sweep_interval=0,
+        sweep_options=SweepOptions(privileged=False if unprivileged else None),
+        host_timeout=timeout,
+        subnets=subnets,
+        progress=show,
+    )
+    scanner.attach()
+    await fleet.start()
+    try:
+        await fleet.wait_settled(config.timing.connect_timeout + config.timing.call_timeout)
+        scans = await scanner.scan(libvirt=libvirt, sweep=sweep)
+        now = time.time()
+        vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
+        doc: dict[str, Any] = {
+            "generated_at": now,
+            "config": config.source,
+            "hosts": [
+                {**s.to_json(), "state": fleet.session(s.host).host.state.value} for s in scans
+            ],
+            "vms": [
+                {
+                    "ref": vm.ref,
+                    "uuid": vm.uuid,
+                    "state": vm.state.value,
+                    "macs": [n.mac for n in vm.nics],
+                    "best_ip": best_ip(vm),
+                    "ips": to_jsonable(vm.ips),
+                }
+                for vm in vms
+            ],
+            "unmatched": to_jsonable(scanner.book.unmatched(vms)),
+            "conflicts": to_jsonable(scanner.conflicts()),
+        }
+        down = any(
+            fleet.session(s.host).host.state is not HostState.UP
+            and fleet.session(s.host).host.state is not HostState.DEGRADED
+            for s in scans
+        )
+    finally:
+        await scanner.aclose()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fleet.aclose(), 2)
+    return doc, EXIT_UNREACHABLE if down else EXIT_OK
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    """The document for a person: addresses per VM, then what failed, then conflicts."""
+    now = doc["generated_at"]
+    lines = []
+    width = max((len(v["ref"]) for v in doc["vms"] if v["ips"]), default=10)
+    for vm in doc["vms"]:
+        for i, s in enumerate(vm["ips"]):
+            ref = vm["ref"] if i == 0 else ""
+            prefix = f"/{s['prefix']}" if s["prefix"] is not None else ""
+            lines.append(
+                f"{ref:<{width}}  {s['ip'] + prefix:<20} {s['mac']}  "
+                f"{s['source']:<10} {_age(now - s['seen_at'])} ago"
+            )
+    with_ip = sum(1 for v in doc["vms"] if v["ips"])
+    active = sum(1 for v in doc["vms"] if v["state"] in ("running", "paused", "blocked"))
+    lines.append(f"{with_ip} VMs with addresses ({active} active, {len(doc['vms'])} in all)")
+    for host in doc["hosts"]:
+        failed: dict[str, list[str]] = {}
+        for r in host["results"]:
+            if r["error"]:
+                failed.setdefault(f"{r['source']}: {r['error']}", []).append(r["scope"])
+        notes = sorted(
+            {
+                r["note"]
+                for r in host["results"]
+                if r["note"] and (r["privileged"] is False or r["scope"] == "*")
+            }
+        )
+        summary = f"{host['host']}: {len(host['results'])} source results in {host['elapsed_s']}s"
+        lines.append(summary + (f" ({host['error']})" if host["error"] else ""))
+        lines += [f"  {n}" for n in notes]
+        for what, scopes in sorted(failed.items()):
+            lines.append(f"  failed x{len(scopes)}: {what}")
+    if doc["unmatched"]:
+        lines.append(f"{len(doc['unmatched'])} addresses whose MAC is no VM's:")
+        lines += [f"  {s['ip']:<20} {s['mac']}  {s['source']}" for s in doc["unmatched"]]
+    for c in doc["conflicts"]:
+        lines.append(f"conflict {c['kind']}: {c['key']}: {', '.join(c['claims'])}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run ``catkeeper scan`` with parsed ``args``; returns the exit code."""
+    from catkeeper.backend.fleet import UnknownHost
+    from catkeeper.backend.ipscan.netinfo import SubnetError, check_subnet
+
+    hosts = args.scan_hosts or getattr(args, "host", None)
+    subnets = args.scan_subnets
+    for s in subnets or ():
+        try:
+            check_subnet(s)
+        except SubnetError as exc:
+            print(f"catkeeper scan: --subnet: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    if args.scan_timeout <= 0:
+        print("catkeeper scan: --timeout must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        doc, code = asyncio.run(
+            scan(
+                config,
+                hosts=hosts,
+                subnets=subnets,
+                libvirt=not args.scan_no_libvirt,
+                sweep=not args.scan_no_sweep,
+                unprivileged=args.scan_unprivileged,
+                timeout=args.scan_timeout,
+                readonly=bool(getattr(args, "readonly", False)),
+                progress_to=sys.stderr if sys.stderr.isatty() else None,
+            )
+        )
+    except UnknownHost as exc:
+        print(f"catkeeper: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.scan_json:
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        sys.stdout.write(render_text(doc))
+    sys.stdout.flush()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m catkeeper.scan_cli [--config PATH | --demo] scan …``, until cli.py has it."""
+    parser = argparse.ArgumentParser(prog="python -m catkeeper.scan_cli")
+    parser.add_argument("--config", metavar="PATH")
+    parser.add_argument("--demo", action="store_true")
+    parser.add_argument("--readonly", action="store_true")
+    add_subcommands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, os.environ, demo=args.demo)
+    except ConfigError as exc:
+        print(f"catkeeper: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return run(args, config)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
