@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,23 +84,11 @@ def host_is_local(cfg: HostConfig) -> bool:
 
 
 async def default_ssh_for(session: HostSession) -> asyncssh.SSHClientConnection | None:
-    """The host's shared asyncssh connection (``session.ssh``), when the session has one.
-
-    Accepts either the connection itself or an object with an (async) ``connection()``.
-    """
-    ssh: Any = getattr(session, "ssh", None)
-    if ssh is None:
+    """The host's shared asyncssh connection (``session.ssh``, backend/ssh.py), opened on
+    first use; None for hosts without ssh settings. Raises SshError when it cannot connect."""
+    if session.ssh is None:
         return None
-    if hasattr(ssh, "run") and hasattr(ssh, "create_session"):
-        conn: Any = ssh
-    else:
-        get = getattr(ssh, "connection", None)
-        if not callable(get):
-            return None
-        conn = get()
-        if inspect.isawaitable(conn):
-            conn = await conn
-    return conn  # type: ignore[no-any-return]
+    return await session.ssh.connect()
 
 
 async def _thread_sweeper(
@@ -329,23 +316,9 @@ class IpScanner:
     ) -> None:
         subnets = self.subnets_for(session)
         self._report(progress, ScanProgress(session.name, SWEEP, 0, 1, ", ".join(subnets)))
-        if not subnets and urlsplit(session.cfg.uri).scheme == "test":
-            # A test-driver host's guests are fiction: sweeping this machine's real
-            # networks for them (the demo fleet!) would only send packets for nothing.
-            note = "test-driver host without subnets: nothing to sweep"
-            take([SourceResult(session.name, NEIGH, "*", note=note, started_at=time.time())])
-            return
-        if host_is_local(session.cfg):
-            # Two local hosts (say, test:/// and qemu:///system) share one sweep.
-            key: tuple[str, ...] = ("local", *subnets)
-            results = await self._shared(
-                key, lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options)
-            )
-            results = [dataclasses.replace(r, host=session.name) for r in results]
-        else:
-            results = await self._shared(
-                ("remote", session.name), lambda: self._remote(session, subnets)
-            )
+        results = await self._shared(
+            ("host", session.name), lambda: self._sweep_where(session, subnets)
+        )
         take(results)
         self._report(progress, ScanProgress(session.name, SWEEP, 1, 1))
 
@@ -361,27 +334,50 @@ class IpScanner:
         # shield: one caller timing out must not cancel the sweep the others wait for.
         return await asyncio.shield(running)
 
-    async def _remote(self, session: HostSession, subnets: Sequence[str]) -> list[SourceResult]:
+    async def _sweep_where(
+        self, session: HostSession, subnets: Sequence[str]
+    ) -> list[SourceResult]:
+        """Over the host's ssh connection when it has one, else here when it is this
+        machine; a remote host without a connection gets an error result."""
         started = time.time()
-        try:
-            conn = await self.ssh_for(session)
-        except Exception as exc:
-            conn, why = None, f"no ssh connection: {describe(exc)}"
-        else:
-            why = "no ssh connection to this host (give it ssh settings in the config)"
-        if conn is None:
+
+        def failed(why: str) -> list[SourceResult]:
             return [
                 SourceResult(session.name, NEIGH, s, error=why, started_at=started)
                 for s in (subnets or ["*"])
             ]
-        return await remote_sweep(
-            conn,
-            session.name,
-            subnets,
-            wait=self.sweep_options.wait,
-            timeout=max(5.0, self.host_timeout - 1),
-            max_addresses=self.sweep_options.max_addresses,
-        )
+
+        try:
+            conn = await self.ssh_for(session)
+        except Exception as exc:  # SshError: host key, authentication, refused, ...
+            # Never fall back to sweeping from here: this machine's view is not the host's.
+            return failed(f"no ssh connection: {describe(exc)}")
+        if conn is not None:
+            return await remote_sweep(
+                conn,
+                session.name,
+                subnets,
+                wait=self.sweep_options.wait,
+                timeout=max(5.0, self.host_timeout - 1),
+                max_addresses=self.sweep_options.max_addresses,
+            )
+        if (
+            host_is_local(session.cfg)
+            and not subnets
+            and urlsplit(session.cfg.uri).scheme == "test"
+        ):
+            # A test-driver host's guests are fiction: sweeping this machine's real
+            # networks for them (the demo fleet!) would only send packets for nothing.
+            note = "test-driver host without subnets: nothing to sweep"
+            return [SourceResult(session.name, NEIGH, "*", note=note, started_at=started)]
+        if host_is_local(session.cfg):
+            # Several local hosts (test:///…, qemu:///system) share one sweep of this machine.
+            results = await self._shared(
+                ("local", *subnets),
+                lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options),
+            )
+            return [dataclasses.replace(r, host=session.name) for r in results]
+        return failed("no ssh connection to this host (give it ssh settings in the config)")
 
     async def scan_vm(
         self, vm: VM | str, *, sweep: bool | None = None, progress: Progress | None = None
