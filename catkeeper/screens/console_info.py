@@ -12,9 +12,9 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from textual.widgets import Label, Static
 
 from catkeeper.backend.console import ConnectionInfo
 
@@ -32,7 +32,8 @@ def _describe(info: ConnectionInfo) -> Text:
     text.append(info.endpoint, "bold")
     text.append(" (a viewer on this machine connects here)\n")
     if info.has_password:
-        text.append("\nThe console has a password; catkeeper never shows it.\n", "italic")
+        text.append("\nThe console has a password; catkeeper never shows it.", "italic")
+    text.rstrip()
     return text
 
 
@@ -55,7 +56,7 @@ class ConsoleInfoScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     ConsoleInfoScreen { align: center middle; }
-    ConsoleInfoScreen > Vertical {
+    ConsoleInfoScreen > VerticalScroll {
         width: 96; max-width: 100%; height: auto; max-height: 100%;
         border: thick $accent; background: $surface; padding: 0 1;
     }
@@ -64,7 +65,7 @@ class ConsoleInfoScreen(ModalScreen[None]):
     ConsoleInfoScreen .command {
         background: $boost; padding: 0 1; width: 100%;
     }
-    ConsoleInfoScreen Button { margin: 1 0 0 0; }
+    ConsoleInfoScreen #keys { color: $text-muted; margin: 1 0 0 0; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,enter,q", "close", "Close"),
@@ -76,16 +77,13 @@ class ConsoleInfoScreen(ModalScreen[None]):
         self.info = info
 
     def compose(self) -> ComposeResult:
-        with Vertical():
+        with VerticalScroll():
             yield Label(f"Console of {self.info.vm}", id="title")
             yield Static(_describe(self.info), id="summary")
             for i, (label, command) in enumerate(_commands(self.info)):
                 yield Label(label, classes="label")
                 yield Static(Text(command), classes="command", id=f"command-{i}")
-            yield Button("Close", id="close", variant="primary")
-
-    def on_button_pressed(self, _event: Button.Pressed) -> None:
-        self.dismiss(None)
+            yield Label("esc close · c copy the first command", id="keys")
 
     def action_close(self) -> None:
         self.dismiss(None)
