@@ -1,0 +1,214 @@
+"""libvirt's interfaceAddresses sources, per source and never fatal: test driver and real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from catkeeper.backend.events import FleetEvent, VmChanged
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.ipbook import best_ip
+from catkeeper.backend.ipscan.libvirt_source import (
+    applicable_sources,
+    libvirt_sightings,
+    parse_addresses,
+)
+from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE
+from catkeeper.backend.ipscan.scheduler import DONE, LIBVIRT, IpScanner, ScanProgress
+from catkeeper.config import Config, HostConfig, Timing
+from catkeeper.demo.fleetgen import node_xml
+from catkeeper.model import VmState
+from tests.daemons import DomainFactory, LibvirtDaemon
+
+# ---- test driver -------------------------------------------------------------------------
+
+
+def driver_config(tmp_path: Path, hosts: int = 1, vms: int = 12) -> Config:
+    out = []
+    for i in range(hosts):
+        path = tmp_path / f"h{i:02d}.xml"
+        path.write_text(node_xml(f"h{i:02d}", vms, seed=5, paused=1, host_id=100 + i))
+        out.append(HostConfig(name=f"h{i:02d}", uri=f"test://{path}"))
+    return Config(hosts=tuple(out), source="<test>", timing=Timing(refresh_interval=0))
+
+
+@pytest.fixture
+async def fleet(tmp_path: Path) -> AsyncIterator[Fleet]:
+    f = Fleet(driver_config(tmp_path))
+    await f.start()
+    assert await f.wait_settled(10)
+    try:
+        yield f
+    finally:
+        await f.aclose()
+
+
+def test_parse_addresses_drops_loopback_and_macless_interfaces() -> None:
+    raw = {
+        "lo": {"hwaddr": "00:00:00:00:00:00", "addrs": [{"addr": "127.0.0.1", "prefix": 8}]},
+        "tun0": {"hwaddr": None, "addrs": [{"addr": "10.8.0.2", "prefix": 24, "type": 0}]},
+        "eth0": {
+            "hwaddr": "52:54:00:AB:CD:EF",
+            "addrs": [
+                {"addr": "192.168.122.10", "prefix": 24, "type": 0},
+                {"addr": "fe80::5054:ff:feab:cdef", "prefix": 64, "type": 1},
+                {"addr": "::1", "prefix": 128, "type": 1},
+            ],
+        },
+    }
+    got = parse_addresses(raw, source=AGENT, seen_at=5.0)
+    assert [(s.mac, s.ip, s.prefix) for s in got] == [
+        ("52:54:00:ab:cd:ef", "192.168.122.10", 24),
+        ("52:54:00:ab:cd:ef", "fe80::5054:ff:feab:cdef", 64),
+    ]
+
+
+async def test_sources_apply_by_state(fleet: Fleet) -> None:
+    vms = fleet.vms()
+    by_state = {vm.state: vm for vm in vms}
+    running, paused = by_state[VmState.RUNNING], by_state[VmState.PAUSED]
+    off = by_state[VmState.SHUTOFF]
+    assert applicable_sources(running) == [AGENT, LEASE, ARP]  # fleetgen NICs: type=network
+    assert applicable_sources(paused) == [LEASE, ARP]  # a paused guest's agent cannot answer
+    assert applicable_sources(off) == []
+    session = fleet.session(running.host)
+    assert await libvirt_sightings(session, off) == []
+    results = await libvirt_sightings(session, running)
+    assert [r.source for r in results] == [AGENT, LEASE, ARP]
+    for r in results:
+        assert r.ok and r.scope == running.uuid and r.macs == tuple(n.mac for n in running.nics)
+        assert {s.mac for s in r.sightings} <= set(r.macs)
+
+
+async def test_scan_host_decorates_rows_and_emits_changes(fleet: Fleet) -> None:
+    events: list[FleetEvent] = []
+    fleet.subscribe(events.append)
+    progress: list[ScanProgress] = []
+    scanner = IpScanner(fleet, libvirt_interval=0)
+    scanner.attach()
+    scan = await scanner.scan_host("h00", sweep=False, progress=progress.append)
+    assert scan.error is None
+    active = [vm for vm in fleet.vms() if vm.state.is_active]
+    assert active and all(vm.ips for vm in active)
+    assert all(not vm.ips for vm in fleet.vms() if not vm.state.is_active)
+    for vm in active:
+        assert best_ip(vm) is not None and best_ip(vm).startswith("10.100.")  # type: ignore[union-attr]
+        # One scan, several sources within milliseconds: the best-informed one is shown.
+        assert {s.source for s in vm.ips} == ({AGENT} if vm.state is VmState.RUNNING else {LEASE})
+    changed = {e.vm.uuid for e in events if isinstance(e, VmChanged)}
+    assert changed == {vm.uuid for vm in active}
+    stages = [(p.stage, p.done, p.total) for p in progress]
+    assert stages[-1][0] == DONE
+    assert [s for s in stages if s[0] == LIBVIRT][-1][1:] == (len(active), len(active))
+    # A later warm refresh rebuilds every VM: the decorate hook keeps the IPs on.
+    await fleet.session("h00")._warm_refresh()
+    assert all(vm.ips for vm in fleet.vms() if vm.state.is_active)
+
+
+async def test_background_loop_fills_rows_without_being_asked(fleet: Fleet) -> None:
+    scanner = IpScanner(fleet, libvirt_interval=0.2)
+    scanner.start()
+    try:
+        for _ in range(50):
+            if all(vm.ips for vm in fleet.vms() if vm.state.is_active):
+                break
+            await asyncio.sleep(0.05)
+        assert all(vm.ips for vm in fleet.vms() if vm.state.is_active)
+    finally:
+        await scanner.aclose()
+
+
+async def test_scan_vm_for_the_i_key(fleet: Fleet) -> None:
+    scanner = IpScanner(fleet, libvirt_interval=0)
+    scanner.attach()
+    vm = next(v for v in fleet.vms() if v.state is VmState.RUNNING)
+    scan = await scanner.scan_vm(vm.ref)
+    assert {r.source for r in scan.results} == {AGENT, LEASE, ARP}  # found one: no sweep
+    assert scanner.vm(vm.ref).ips
+    others = [v for v in fleet.vms() if v.uuid != vm.uuid]
+    assert all(not v.ips for v in others)
+
+
+async def test_twenty_hosts_scan_concurrently(tmp_path: Path) -> None:
+    fleet = Fleet(driver_config(tmp_path, hosts=20, vms=10))
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(20)
+        scanner = IpScanner(fleet, libvirt_interval=0)
+        scanner.attach()
+        scans = await scanner.scan(sweep=False)
+        assert len(scans) == 20 and all(s.error is None for s in scans)
+        assert all(vm.ips for vm in fleet.vms() if vm.state.is_active)
+        # Distinct MACs per host (fleetgen host_id): no conflicts.
+        assert scanner.conflicts() == []
+    finally:
+        await fleet.aclose()
+
+
+async def test_test_driver_hosts_without_subnets_are_never_swept(fleet: Fleet) -> None:
+    """The demo fleet is test:/// hosts: a sweep must not send packets for fictional guests."""
+    scanner = IpScanner(fleet, libvirt_interval=0)
+    scan = await scanner.scan_host("h00", libvirt=False)
+    (r,) = scan.results
+    assert r.ok and r.sightings == () and "nothing to sweep" in (r.note or "")
+
+
+async def test_unreachable_host_is_a_scan_error(tmp_path: Path) -> None:
+    config = Config(
+        hosts=(HostConfig(name="gone", uri=f"test://{tmp_path}/missing.xml"),),
+        source="<test>",
+        timing=Timing(refresh_interval=0, backoff_initial=30, backoff_max=30),
+    )
+    fleet = Fleet(config)
+    await fleet.start()
+    try:
+        await fleet.wait_settled(10)
+        scan = await IpScanner(fleet).scan_host("gone", sweep=False)
+        assert scan.results == () and "skipped" in (scan.error or "")
+    finally:
+        await fleet.aclose()
+
+
+# ---- real libvirtd -----------------------------------------------------------------------
+
+
+@pytest.mark.daemon
+async def test_real_daemon_failures_are_recorded_per_source(
+    libvirtd: LibvirtDaemon, tcg_domain: DomainFactory
+) -> None:
+    dom = tcg_domain(start=True)
+    config = Config(
+        hosts=(HostConfig(name="real", uri=libvirtd.uri),),
+        source="<test>",
+        timing=Timing(refresh_interval=0),
+    )
+    fleet = Fleet(config)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(30)
+        vm = fleet.find(f"real/{dom.UUIDString()}")
+        assert vm.state is VmState.RUNNING
+        # Its NIC is type='user': no libvirt network, so no leases to read.
+        assert applicable_sources(vm) == [AGENT, ARP]
+        results = await libvirt_sightings(fleet.session("real"), vm, sources=(AGENT, LEASE, ARP))
+        by_source = {r.source: r for r in results}
+        assert set(by_source) == {AGENT, LEASE, ARP}
+        # No agent channel in the domain: libvirt says so, and that is data.
+        assert "agent" in (by_source[AGENT].error or "").lower()
+        assert by_source[LEASE].ok and by_source[LEASE].sightings == ()
+        # SRC_ARP fails on this kernel ("wrong nlmsg len"); elsewhere it may just find nothing.
+        assert by_source[ARP].error is not None or by_source[ARP].sightings == ()
+
+        scanner = IpScanner(fleet, libvirt_interval=0)
+        scanner.attach()
+        scan = await scanner.scan_vm(vm, sweep=False)
+        assert scan.error is None
+        assert {r.source for r in scan.results} == {AGENT, ARP}
+        recorded = scanner.book.results[("real", AGENT, vm.uuid)]
+        assert recorded.error and "agent" in recorded.error.lower()
+        assert fleet.find(f"real/{vm.uuid}").ips == ()
+    finally:
+        await fleet.aclose()
