@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import importlib
 import os
 import sys
 import time
@@ -17,6 +18,10 @@ EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own, shared with config errors
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+
+# Each module adds its subcommands (``add_subcommands``) and carries them out (``run``).
+# They import their heavy parts inside ``run``, so the TUI's start-up stays light.
+COMMAND_MODULES = ("catkeeper.vm_cli",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(name)
+        before = set(subparsers.choices)
+        module.add_subcommands(subparsers)
+        for command in set(subparsers.choices) - before:
+            subparsers.choices[command].set_defaults(command_module=module)
     return parser
 
 
@@ -108,6 +120,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ, demo=args.demo)
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    module = getattr(args, "command_module", None)
+    if module is not None:
+        code: int = module.run(args, config)
+        return code
     if args.json:
         return _run_json(args, config)
     from catkeeper.app import run_app
