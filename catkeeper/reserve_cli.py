@@ -1,0 +1,399 @@
+"""``catkeeper reserve``, ``release`` and ``reservations``: reservations from a shell or CI job.
+
+    catkeeper reserve HOST/VM --note TEXT [--until 3d] [--owner NAME] [--contact X]
+                              [--take-over] [--json]
+    catkeeper release HOST/VM [--force] [--owner NAME] [--json]
+    catkeeper reservations [--filter TEXT] [--json]
+
+``HOST/VM`` may be a bare VM name (or UUID) when it is unique across the hosts. ``--until``
+takes a duration (``90m``, ``4h``, ``3d``, ``2w``) or a time (``2026-12-01`` meaning the end
+of that day, ``2026-12-01T18:00``, ``18:00``, ``fri``), local time unless an offset is given;
+without it the reservation has no end. ``--owner`` acts as that owner (default: ``owner:`` in
+the configuration, else the login name), so a CI job that reserves with ``--owner ci`` can
+extend and release as ``ci`` too. ``--filter`` takes the TUI's ``/`` filter language
+(``owner:me``, ``reserved:expired``, ``host:lab1`` …).
+
+Output: one line per result for people; with ``--json`` one JSON document on stdout (the
+reservation's fields plus ``host``, ``vm``, ``expired``; ``reserve`` and ``release`` add
+``action`` and ``previous``). Errors go to stderr; with ``--json`` an object with ``error``,
+``exit_code`` and, for conflicts, ``holder`` goes to stdout as well.
+
+Exit codes:
+    0  done (releasing a VM that is not reserved is done, too: nothing to do)
+    1  libvirt failed the write for another reason (the message says which)
+    2  usage or configuration error: bad --until, unknown host, bad --filter, empty owner
+    3  the host is unreachable or did not answer in time (``reservations``: any host)
+    4  no such VM (or a bare name that several hosts have: name it HOST/VM)
+    5  reservation conflict, nothing written: someone else holds it (use --take-over or
+       --force), it changed while we wrote, or another catkeeper kept it locked; the
+       current holder (owner, note, until) is printed
+    6  read-only: the fleet or host is configured read-only, or libvirt denied the write
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from catkeeper.config import Config
+from catkeeper.model import VM, HostState, Reservation
+
+if TYPE_CHECKING:  # the backend (libvirt) is imported when a command runs, not at start-up
+    from catkeeper.backend.fleet import Fleet
+    from catkeeper.backend.reservations import Change
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_READONLY = 6
+
+COMMANDS = ("reserve", "release", "reservations")
+
+
+class _Exit(Exception):
+    """Ends a command with this code; ``holder`` goes into the JSON error."""
+
+    def __init__(self, code: int, message: str, holder: Reservation | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.holder = holder
+
+
+def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``reserve``, ``release`` and ``reservations`` to the main parser's subcommands.
+
+    Each sets ``reserve_command`` to its name: ``run()`` dispatches on it. ``--json`` and
+    ``--filter`` default to "not given", so the main parser's own options of those names
+    keep their values whichever side of the subcommand they are typed.
+    """
+
+    def json_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+
+    p = subparsers.add_parser(
+        "reserve",
+        help="reserve a VM (or update your reservation)",
+        description="Reserve a VM, or update your own reservation of it.",
+    )
+    p.add_argument("ref", metavar="HOST/VM", help="the VM, as HOST/VM or a unique name")
+    p.add_argument("--note", required=True, metavar="TEXT", help="what you use it for")
+    p.add_argument(
+        "--until",
+        metavar="WHEN",
+        help="end: 90m, 4h, 3d, 2w, 2026-12-01, 2026-12-01T18:00, fri (default: no end)",
+    )
+    p.add_argument("--owner", metavar="NAME", help="reserve as NAME (default: you)")
+    p.add_argument("--contact", metavar="X", help="how to reach the owner (mail, chat)")
+    p.add_argument(
+        "--take-over",
+        action="store_true",
+        help="claim it even though someone else holds it",
+    )
+    json_flag(p)
+    p.set_defaults(reserve_command="reserve")
+
+    p = subparsers.add_parser(
+        "release", help="release a reservation", description="End a reservation."
+    )
+    p.add_argument("ref", metavar="HOST/VM", help="the VM, as HOST/VM or a unique name")
+    p.add_argument("--force", action="store_true", help="release it even if it is not yours")
+    p.add_argument("--owner", metavar="NAME", help="release as NAME (default: you)")
+    json_flag(p)
+    p.set_defaults(reserve_command="release")
+
+    p = subparsers.add_parser(
+        "reservations",
+        help="list reserved VMs",
+        description="List every reserved VM, expired reservations included.",
+    )
+    p.add_argument(
+        "--filter",
+        metavar="TEXT",
+        default=argparse.SUPPRESS,
+        help="only VMs matching TEXT, as typed in the TUI's / bar (e.g. owner:me)",
+    )
+    json_flag(p)
+    p.set_defaults(reserve_command="reservations")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    """Run the subcommand ``args.reserve_command``; returns the exit code."""
+    as_json = bool(getattr(args, "json", False))
+    try:
+        return asyncio.run(_COMMANDS[args.reserve_command](args, config))
+    except _Exit as exc:
+        print(f"catkeeper: {exc.message}", file=sys.stderr)
+        if exc.holder is not None and not as_json:
+            for line in _holder_lines(exc.holder, time.time()):
+                print(f"  {line}", file=sys.stderr)
+        if as_json:
+            doc: dict[str, Any] = {"error": exc.message, "exit_code": exc.code}
+            if exc.code == EXIT_CONFLICT:
+                doc["holder"] = _res_json(exc.holder, time.time()) if exc.holder else None
+            _print_json(doc)
+        return exc.code
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _print_json(doc: object) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def _res_json(res: Reservation, now: float) -> dict[str, Any]:
+    return {**dataclasses.asdict(res), "expired": res.is_expired(now)}
+
+
+def _vm_json(host: str, vm: str, res: Reservation | None, now: float) -> dict[str, Any]:
+    doc: dict[str, Any] = {"host": host, "vm": vm}
+    if res is not None:
+        doc.update(_res_json(res, now))
+    return doc
+
+
+def _holder_lines(res: Reservation, now: float) -> list[str]:
+    from catkeeper.backend.reservations import format_when
+
+    lines = [f"owner: {res.owner}"]
+    if res.note:
+        lines.append(f"note:  {res.note}")
+    if res.until is None:
+        lines.append("until: no end")
+    else:
+        state = " (expired)" if res.is_expired(now) else ""
+        lines.append(f"until: {format_when(res.until)}{state}")
+    if res.contact:
+        lines.append(f"contact: {res.contact}")
+    return lines
+
+
+def _timeout(args: argparse.Namespace, config: Config) -> float:
+    given = getattr(args, "timeout", None)
+    if given is not None:
+        return float(given)
+    return config.timing.connect_timeout + config.timing.call_timeout
+
+
+def _host_problem(fleet: Fleet, names: list[str]) -> str | None:
+    down = [
+        f"{s.name} ({s.host.error or 'no answer'})"
+        for n in names
+        if (s := fleet.sessions[n]).host.state in (HostState.UNREACHABLE, HostState.CONNECTING)
+    ]
+    return ", ".join(down) if down else None
+
+
+@contextlib.asynccontextmanager
+async def _fleet(
+    args: argparse.Namespace, config: Config, only: list[str] | None
+) -> AsyncIterator[Fleet]:
+    from catkeeper.backend.fleet import Fleet, UnknownHost
+
+    try:
+        fleet = Fleet(config, readonly=bool(getattr(args, "readonly", False)), only=only)
+    except UnknownHost as exc:
+        raise _Exit(EXIT_USAGE, str(exc)) from None
+    await fleet.start()
+    try:
+        await fleet.wait_settled(_timeout(args, config))
+        yield fleet
+    finally:
+        # Bounded: a hung host's close must not hold up the answer.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fleet.aclose(), 2)
+
+
+def _owner(args: argparse.Namespace, config: Config) -> str:
+    """Who the command acts as: ``--owner``, else the configured owner or login name."""
+    from catkeeper.backend.reservations import current_user
+
+    if args.owner is None:
+        return current_user(config)
+    if not args.owner.strip():
+        raise _Exit(EXIT_USAGE, "--owner: a reservation needs an owner")
+    return str(args.owner).strip()
+
+
+def _target(ref: str) -> list[str] | None:
+    host, sep, _name = ref.partition("/")
+    return [host] if sep else None  # a bare name may be on any host
+
+
+def _find(fleet: Fleet, ref: str) -> VM:
+    from catkeeper.backend.errors import NotFound
+
+    names = list(fleet.sessions)
+    try:
+        return fleet.find(ref)
+    except NotFound as exc:
+        down = _host_problem(fleet, names)
+        if down:
+            raise _Exit(EXIT_UNREACHABLE, f"{exc}; unreachable: {down}") from None
+        raise _Exit(EXIT_NOT_FOUND, str(exc)) from None
+
+
+async def _write(op: Callable[[], Awaitable[Change]], held_hint: str) -> Change:
+    """Run a backend write, turning its errors into exit codes."""
+    from catkeeper.backend.actions import ReadOnlyError
+    from catkeeper.backend.errors import BackendError, CallTimeout, HostUnavailable, NotFound
+    from catkeeper.backend.reservations import InvalidReservation, ReservationConflict
+
+    try:
+        change = await op()
+    except ReservationConflict as exc:
+        message = str(exc)
+        if exc.reason == "held" and held_hint:
+            message += f" ({held_hint})"
+        raise _Exit(EXIT_CONFLICT, message, exc.holder) from None
+    except ReadOnlyError as exc:  # includes WriteDenied: libvirt said no
+        raise _Exit(EXIT_READONLY, str(exc)) from None
+    except InvalidReservation as exc:
+        raise _Exit(EXIT_USAGE, str(exc)) from None
+    except NotFound as exc:
+        raise _Exit(EXIT_NOT_FOUND, str(exc)) from None
+    except (HostUnavailable, CallTimeout) as exc:
+        raise _Exit(EXIT_UNREACHABLE, str(exc)) from None
+    except BackendError as exc:
+        raise _Exit(EXIT_FAILED, str(exc)) from None
+    return change
+
+
+def _change_json(change: Change, now: float) -> dict[str, Any]:
+    doc = _vm_json(change.host, change.vm, change.after, now)
+    doc["action"] = change.action
+    doc["previous"] = _res_json(change.before, now) if change.before is not None else None
+    return doc
+
+
+async def _reserve(args: argparse.Namespace, config: Config) -> int:
+    from catkeeper.backend import reservations
+    from catkeeper.backend.reservations import UntilError, summary
+
+    now = time.time()
+    until = None
+    if args.until is not None:
+        try:
+            until = reservations.parse_until(args.until, now)
+        except UntilError as exc:
+            raise _Exit(EXIT_USAGE, f"--until: {exc}") from None
+    me = _owner(args, config)
+    async with _fleet(args, config, _target(args.ref)) as fleet:
+        vm = _find(fleet, args.ref)
+        change = await _write(
+            lambda: reservations.reserve(
+                fleet,
+                vm,
+                note=args.note,
+                until=until,
+                contact=args.contact,
+                owner=me,
+                take_over=args.take_over,
+                me=me,
+            ),
+            "--take-over" if not args.take_over else "",
+        )
+    now = time.time()
+    if getattr(args, "json", False):
+        _print_json(_change_json(change, now))
+        return EXIT_OK
+    after = change.after
+    assert after is not None
+    verb = {
+        "reserved": "reserved",
+        "updated": "updated the reservation of",
+        "took-over": "took over",
+    }.get(change.action, change.action)
+    line = f"{verb} {change.ref}: {summary(after, now)}"
+    if change.action == "took-over" and change.before is not None:
+        line += f" (was {summary(change.before, now)})"
+    print(line)
+    return EXIT_OK
+
+
+async def _release(args: argparse.Namespace, config: Config) -> int:
+    from catkeeper.backend import reservations
+    from catkeeper.backend.reservations import summary
+
+    me = _owner(args, config)
+    async with _fleet(args, config, _target(args.ref)) as fleet:
+        vm = _find(fleet, args.ref)
+        change = await _write(
+            lambda: reservations.release(fleet, vm, force=args.force, me=me),
+            "--force" if not args.force else "",
+        )
+    now = time.time()
+    if getattr(args, "json", False):
+        _print_json(_change_json(change, now))
+    elif change.before is None:
+        print(f"{change.ref} was not reserved; nothing to do")
+    else:
+        print(f"released {change.ref} (was {summary(change.before, now)})")
+    return EXIT_OK
+
+
+async def _list(args: argparse.Namespace, config: Config) -> int:
+    from catkeeper.backend.reservations import current_user
+
+    text = getattr(args, "filter", None)
+    me = current_user(config)
+    matches: Callable[[VM, float], bool] = lambda _vm, _now: True  # noqa: E731
+    if text is not None:
+        from catkeeper.filtering import FilterError, parse_filter
+
+        try:
+            chosen = parse_filter(text, me=me)
+        except FilterError as exc:
+            raise _Exit(EXIT_USAGE, f"--filter: {exc}") from None
+        matches = chosen.matches
+    async with _fleet(args, config, getattr(args, "host", None)) as fleet:
+        now = time.time()
+        vms = sorted(
+            (vm for vm in fleet.vms() if vm.reservation is not None and matches(vm, now)),
+            key=lambda v: (v.host, v.name),
+        )
+        down = _host_problem(fleet, list(fleet.sessions))
+    if getattr(args, "json", False):
+        _print_json([_vm_json(vm.host, vm.name, vm.reservation, now) for vm in vms])
+    else:
+        _print_table(vms, now)
+    if down:
+        print(f"catkeeper: unreachable, not listed: {down}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
+def _print_table(vms: list[VM], now: float) -> None:
+    from catkeeper.backend.reservations import format_when
+
+    if not vms:
+        print("no reserved VMs")
+        return
+    rows = [("VM", "OWNER", "UNTIL", "NOTE")]
+    for vm in vms:
+        res = vm.reservation
+        assert res is not None
+        if res.until is None:
+            until = "no end"
+        else:
+            until = format_when(res.until) + (" EXPIRED" if res.is_expired(now) else "")
+        rows.append((vm.ref, res.owner, until, " ".join(res.note.split())))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)]
+        print("  ".join([*cells, row[3]]).rstrip())
+
+
+_COMMANDS = {"reserve": _reserve, "release": _release, "reservations": _list}
