@@ -20,7 +20,6 @@ import libvirt
 from textual.app import App
 from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
-from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from catkeeper.backend import actions
@@ -89,7 +88,7 @@ class CatkeeperApp(App[int]):
         self.me = me or current_user(config)
         self.store = FleetStore(self.fleet.hosts())
         self._pending: list[FleetEvent] = []
-        self._flush_timer: Timer | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._serial = 0
         self._unsubscribe: Any = None
         self.stops: dict[str, actions.GracefulStop] = {}
@@ -114,7 +113,7 @@ class CatkeeperApp(App[int]):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (
             self._pending
-            or self._flush_timer is not None
+            or self._flush_handle is not None
             or self.fleet_screen.seen_serial < self._serial
         ):
             await asyncio.sleep(BATCH_SECONDS / 5)
@@ -128,6 +127,9 @@ class CatkeeperApp(App[int]):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         for stop in self.stops.values():
             stop.cancel()
         try:
@@ -141,13 +143,17 @@ class CatkeeperApp(App[int]):
         if isinstance(event, DomainEvent):
             return  # the VmChanged that follows carries what the screens show
         self._pending.append(event)
-        if self._flush_timer is None:
-            self._flush_timer = self.set_timer(
-                BATCH_SECONDS, self._flush_events, name="fleet batch"
+        if self._flush_handle is None:
+            # A plain loop timer, not a Textual one: backend callbacks may run outside the
+            # app's context, where Textual timers cannot tick. call_later then hands the
+            # flush to the app's own message queue.
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(
+                BATCH_SECONDS, lambda: self.call_later(self._flush_events)
             )
 
     def _flush_events(self) -> None:
-        self._flush_timer = None
+        self._flush_handle = None
         events, self._pending = self._pending, []
         changes = self.store.apply(events, self.clock())
         if changes:

@@ -31,6 +31,9 @@ class StatusLine(Static):
 
 
 class FleetScreen(Screen[None]):
+    # Without this the screen focuses its first focusable widget (the host strip) after
+    # mount, racing on_mount's table.focus().
+    AUTO_FOCUS = "#vms"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "open_filter", "Filter", key_display="/"),
         Binding("colon", "open_command", "Command", key_display=":", show=False),
@@ -197,12 +200,13 @@ class FleetScreen(Screen[None]):
         if self._filter_text:
             text.append(" · ")
             text.append(f"/{self._filter_text}", "bold")
-        waiting = [h for h in self._hosts.values() if h.state is HostState.CONNECTING]
+        shown = HostStrip.shown_state
+        waiting = [h for h in self._hosts.values() if shown(h) is HostState.CONNECTING]
         if waiting:
             text.append(f" · connecting to {len(waiting)} host(s)…", "yellow")
         vm = table.cursor_vm
         if vm is not None:
             host = self._hosts.get(vm.host)
-            if host is not None and host.state is HostState.UNREACHABLE:
+            if host is not None and shown(host) is HostState.UNREACHABLE:
                 text.append(f" · {host.name} unreachable: {host.error or '?'}", "red")
         self.status.update(text)

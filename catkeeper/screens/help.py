@@ -66,7 +66,9 @@ class HelpScreen(ModalScreen[None]):
         self.readonly = readonly
 
     def compose(self) -> ComposeResult:
-        with Vertical(), VerticalScroll():
+        frame = Vertical()
+        frame.border_title = "Keys · esc closes"
+        with frame, VerticalScroll():
             for title, bindings in self.sections:
                 table = Table.grid(padding=(0, 2))
                 table.add_column(style="bold", min_width=14)

@@ -85,19 +85,28 @@ class HostStrip(Widget, can_focus=True):
 
     # ---- drawing ---------------------------------------------------------------------
 
+    @staticmethod
+    def shown_state(host: Host) -> HostState:
+        """A host retrying after a failure stays "unreachable" on screen: flipping to
+        "connecting" every backoff round would only make the strip flicker."""
+        if host.state is HostState.CONNECTING and host.error:
+            return HostState.UNREACHABLE
+        return host.state
+
     def _chip(self, host: Host, compact: bool, picked: bool) -> Text:
-        glyph, colour = GLYPHS[host.state]
+        state = self.shown_state(host)
+        glyph, colour = GLYPHS[state]
         chip = Text()
         chip.append(glyph + " ", colour)
         chip.append(host.name, "bold reverse" if picked else "bold")
-        if host.state is HostState.UNREACHABLE:
+        if state is HostState.UNREACHABLE:
             chip.append(" unreachable", "red")
             return chip
-        if host.state is HostState.CONNECTING:
+        if state is HostState.CONNECTING:
             chip.append(" connecting…", "yellow")
             return chip
         chip.append(f" {host.vm_count}vm")
-        if host.state is HostState.DEGRADED:
+        if state is HostState.DEGRADED:
             chip.append(" degraded", "yellow")
         if not compact:
             chip.append(f" {self._latency(host.latency_ms)}", "dim")
@@ -131,20 +140,23 @@ class HostStrip(Widget, can_focus=True):
 
     def _detail(self, host: Host) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
-        glyph, colour = GLYPHS[host.state]
-        text.append(f"{glyph} {host.name} {host.state.value}", colour)
+        state = self.shown_state(host)
+        glyph, colour = GLYPHS[state]
+        text.append(f"{glyph} {host.name} {state.value}", colour)
+        if host.state is HostState.CONNECTING and host.error:
+            text.append(" (retrying)", "yellow")
         if host.error:
             age = ""
             if host.error_since is not None:
                 age = f" for {fmt.duration(self._clock() - host.error_since)}"
-            text.append(
-                f"{age}: {host.error}", "red" if host.state is HostState.UNREACHABLE else ""
-            )
+            text.append(f"{age}: {host.error}", "red" if state is HostState.UNREACHABLE else "")
         else:
             text.append(f" · {host.vm_count} VMs · latency {self._latency(host.latency_ms)}")
             if host.capacity is not None:
                 cap = host.capacity
-                text.append(f" · {cap.cpus} CPUs · {fmt.memory(cap.memory_kib)} memory")
+                text.append(f" · {cap.cpus} CPUs")
+                if cap.memory_kib:
+                    text.append(f" · {fmt.memory(cap.memory_kib)} memory")
                 if cap.free_memory_kib:
                     text.append(f", {fmt.memory(cap.free_memory_kib)} free")
         text.append(f" · {host.uri}", "dim")

@@ -38,6 +38,7 @@ class Column:
     label: str
     sort_key: Callable[[VM], Any]
     align_right: bool = False
+    short: str = ""  # the label when the column is narrower than ``label``
 
 
 COLUMNS: tuple[Column, ...] = (
@@ -48,7 +49,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("memory", "MEM", lambda vm: vm.memory_kib, align_right=True),
     Column("ips", "IP", lambda vm: fmt.ips(vm)),
     Column(
-        "owner", "RESERVED BY", lambda vm: vm.reservation.owner.lower() if vm.reservation else ""
+        "owner",
+        "RESERVED BY",
+        lambda vm: vm.reservation.owner.lower() if vm.reservation else "",
+        short="OWNER",
     ),
     Column(
         "until",
@@ -160,10 +164,14 @@ class VmTable(ScrollView, can_focus=True):
         self.sort_reverse = False
         self._cursor = 0
         self._cursor_key: str | None = None
+        # Until someone moves the cursor it stays on the first row: otherwise it would sit
+        # on whichever host happened to answer first.
+        self._cursor_chosen = False
         self._marked: set[str] = set()
         self._progress: dict[str, StopProgress] = {}
         self._ticker: Timer | None = None
         self._widths: dict[str, int] = {}
+        self._layout_width = -1
         self._content_width: dict[str, int] = {}
         self._last_reported: tuple[str | None, VM | None] = (None, None)
 
@@ -311,6 +319,7 @@ class VmTable(ScrollView, can_focus=True):
             self._report_cursor()
             return
         row = max(0, min(row, len(self._shown) - 1))
+        self._cursor_chosen = True
         self._cursor = row
         self._cursor_key = self._shown[row]
         self._scroll_to_cursor()
@@ -373,9 +382,11 @@ class VmTable(ScrollView, can_focus=True):
         self._shown = shown
         self._pos = {k: i for i, k in enumerate(shown)}
         self.virtual_size = Size(self.size.width, len(shown) + 1)
-        key = self._cursor_key
+        key = self._cursor_key if self._cursor_chosen else None
         row = self._pos.get(key) if key is not None else None
-        if row is None:
+        if not self._cursor_chosen:
+            row = 0
+        elif row is None:
             row = min(old_row, max(0, len(shown) - 1))
         self._cursor = row
         self._cursor_key = shown[row] if shown else None
@@ -411,7 +422,7 @@ class VmTable(ScrollView, can_focus=True):
             "vcpus": 3,
             "memory": 5,
             "ips": min(max(cw.get("ips", 2), 2), 31),
-            "owner": min(max(cw.get("owner", 1), len("RESERVED BY")), 12),
+            "owner": min(max(cw.get("owner", 1), len("OWNER")), 12),
             "until": 7,
         }
         # Narrow terminals give up the least telling columns first.
@@ -424,15 +435,23 @@ class VmTable(ScrollView, can_focus=True):
         if width - sum(widths.values()) - len(widths) < 16 and widths.get("owner", 0) > 8:
             widths["owner"] = 8
         rest = max(0, width - sum(widths.values()) - len(widths))
+        spare = rest - cw.get("name", 4) - cw.get("note", 0) - 1
+        if "owner" in widths and widths["owner"] < 11 <= widths["owner"] + spare:
+            # Room to spell the header out.
+            rest -= 11 - widths["owner"]
+            widths["owner"] = 11
         name_w = min(max(cw.get("name", 4), 4), rest)
         note_w = rest - name_w - 1
         if note_w < 8 and cw.get("note", 0) > 0:
             # Give the note a little room: a truncated note beats none.
             name_w = max(12, rest - 9)
             note_w = rest - name_w - 1
+        if note_w < 4:  # a note column too narrow to read is noise: give it to the name
+            name_w, note_w = rest, 0
         widths["name"] = name_w
-        widths["note"] = max(0, note_w)
+        widths["note"] = note_w
         self._widths = widths
+        self._layout_width = width
 
     def on_resize(self, _event: events.Resize) -> None:
         self._layout()
@@ -445,6 +464,10 @@ class VmTable(ScrollView, can_focus=True):
     # ---- drawing --------------------------------------------------------------------------
 
     def _columns(self) -> list[tuple[str, int]]:
+        # The vertical scrollbar comes and goes with the row count, without a Resize:
+        # lay out again whenever the drawable width is not the one laid out for.
+        if self._layout_width != self.scrollable_content_region.width:
+            self._layout()
         order = ("mark", *COLUMN_KEYS)
         return [(k, self._widths[k]) for k in order if self._widths.get(k)]
 
@@ -457,7 +480,7 @@ class VmTable(ScrollView, can_focus=True):
                 segments.append(Segment(" " * (width + 1), base))
                 continue
             col = _BY_KEY[key]
-            label = col.label
+            label = col.short if len(col.label) > width and col.short else col.label
             style = base
             if key == self.sort_column:
                 label += "▼" if self.sort_reverse else "▲"

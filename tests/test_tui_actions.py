@@ -1,0 +1,188 @@
+"""Lifecycle actions from the keyboard against real libvirt (test-driver fleets in tmp_path,
+and a real libvirtd for the graceful-stop escalation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from catkeeper.config import Config, GracefulStop, HostConfig
+from catkeeper.screens.confirm import ConfirmScreen
+from tests.daemons import DomainFactory
+from tests.tui_support import fleet_config, key_of, make_app, state_of, until
+
+
+async def _ready(app, pilot, name: str) -> None:  # type: ignore[no-untyped-def]
+    await app.wait_idle()
+    assert app.fleet_screen.table.move_cursor_to(key_of(app, name))
+    await pilot.pause()
+
+
+@pytest.mark.parametrize(
+    ("name", "keys", "confirm", "before", "after"),
+    [
+        ("build-01", ["s"], False, "shutoff", "running"),
+        ("web-02", ["S"], True, "running", "shutoff"),  # the test driver obeys ACPI at once
+        ("web-02", ["d"], True, "running", "shutoff"),
+        ("web-02", ["ctrl+k"], True, "running", "shutoff"),
+        ("web-02", ["p"], False, "running", "paused"),
+        ("db-01", ["u"], False, "paused", "running"),
+    ],
+    ids=["start", "graceful-stop", "acpi-shutdown", "force-off", "suspend", "resume"],
+)
+async def test_state_changing_actions(
+    tmp_path: Path, name: str, keys: list[str], confirm: bool, before: str, after: str
+) -> None:
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, name)
+        assert state_of(app, name) == before
+        await pilot.press(*keys)
+        if confirm:
+            await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+            await pilot.press("y")
+        await until(lambda: state_of(app, name) == after, what=f"{name} {after}")
+        assert not app._notifications  # no error toast
+
+
+@pytest.mark.parametrize("key", ["r", "R"], ids=["reboot", "reset"])
+async def test_reboot_and_reset_ask_first_and_keep_it_running(tmp_path: Path, key: str) -> None:
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, "web-02")
+        await pilot.press(key)
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("y")
+        await pilot.pause(0.3)
+        await app.wait_idle()
+        assert state_of(app, "web-02") == "running"
+        assert not app._notifications
+
+
+async def test_cancelling_the_dialog_does_nothing(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, "web-02")
+        await pilot.press("ctrl+k")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("enter")  # the focused button is Cancel
+        await pilot.pause(0.3)
+        assert app.screen is app.fleet_screen
+        assert state_of(app, "web-02") == "running"
+
+
+async def test_bulk_action_on_marked_rows_with_one_confirmation(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle()
+        table = app.fleet_screen.table
+        for name in ("web-01", "web-02", "cache-01", "build-01"):  # build-01 is off
+            table.toggle_mark(key_of(app, name))
+        await pilot.press("p")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert sorted(vm.name for vm in dialog.vms) == ["cache-01", "web-01", "web-02"]
+        assert "1 other marked VM(s) skipped" in dialog.detail
+        await pilot.press("y")
+        for name in ("web-01", "web-02", "cache-01"):
+            await until(lambda n=name: state_of(app, n) == "paused", what=f"{name} paused")
+        assert state_of(app, "build-01") == "shutoff"
+
+
+async def test_a_failing_action_becomes_a_toast_with_libvirts_message(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)):
+        await app.wait_idle()
+        real = app.store.vms[key_of(app, "build-01")]
+        ghost = dataclasses.replace(real, uuid="00000000-0000-0000-0000-000000000000")
+        app.run_lifecycle("start", vms=[ghost])
+        await until(lambda: bool(app._notifications), what="a toast")
+        message = next(iter(app._notifications)).message
+        assert message.startswith("start alpha/build-01: ")
+        assert "domain" in message.lower()  # libvirt's own words: "Domain not found …"
+        assert app.screen is app.fleet_screen  # a toast, not a modal
+
+
+async def test_readonly_host_refuses_in_the_backend_too(tmp_path: Path) -> None:
+    config = fleet_config(tmp_path)
+    hosts = tuple(
+        HostConfig(h.name, h.uri, readonly=True) if h.name == "alpha" else h for h in config.hosts
+    )
+    app = make_app(Config(hosts=hosts, source=config.source))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, "build-01")
+        await pilot.press("s")
+        await until(lambda: bool(app._notifications), what="a toast")
+        assert "read-only" in next(iter(app._notifications)).message
+        assert state_of(app, "build-01") == "shutoff"
+
+
+# ---------------------------------------------------------------------------------------
+# Graceful stop against a real libvirtd: a TCG guest with no OS ignores ACPI and
+# ctrl-alt-del, so every stage of the escalation shows.
+
+
+def _local_config(acpi_wait: float, cad_wait: float) -> Config:
+    return Config(
+        hosts=(HostConfig("local", "qemu:///system"),),
+        source="<test>",
+        graceful_stop=GracefulStop(acpi_wait=acpi_wait, ctrl_alt_del_wait=cad_wait),
+    )
+
+
+@pytest.mark.daemon
+async def test_graceful_stop_escalates_with_a_countdown(tcg_domain: DomainFactory) -> None:
+    dom = tcg_domain(start=True)
+    name = dom.name()
+    app = make_app(_local_config(1.5, 1.5))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, name)
+        key = key_of(app, name)
+        table = app.fleet_screen.table
+        await pilot.press("S")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("y")
+        stages: list[str] = []
+
+        def seen() -> bool:
+            progress = table._progress.get(key)
+            if progress is not None and progress.stage not in stages:
+                stages.append(progress.stage)
+            return state_of(app, name) == "shutoff" and key not in app.stops
+
+        await until(seen, timeout=30, what="the VM forced off")
+        assert stages[:2] == ["acpi", "ctrl-alt-del"]
+        assert not app._notifications
+
+
+@pytest.mark.daemon
+async def test_graceful_stop_can_be_cancelled_or_forced(tcg_domain: DomainFactory) -> None:
+    dom = tcg_domain(start=True)
+    name = dom.name()
+    app = make_app(_local_config(60, 60))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await _ready(app, pilot, name)
+        key = key_of(app, name)
+        table = app.fleet_screen.table
+        await pilot.press("S")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("y")
+        await until(lambda: key in table._progress, what="the ACPI stage")
+        row = table.render_line(1 + table.cursor_row - round(table.scroll_y)).text
+        assert "acpi 6" in row  # the countdown, 60 s or just under
+        await pilot.press("c")
+        await until(lambda: key not in app.stops, what="the stop cancelled")
+        assert any("cancelled" in n.message for n in app._notifications)
+        assert state_of(app, name) == "running"
+
+        await pilot.press("S")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("y")
+        await until(lambda: key in table._progress, what="the ACPI stage")
+        await pilot.press("ctrl+k")  # force off during a graceful stop skips the waits
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the dialog")
+        await pilot.press("y")
+        await until(lambda: state_of(app, name) == "shutoff", timeout=30, what="forced off")
