@@ -203,7 +203,7 @@ def test_conflicts_ip_on_two_macs_and_mac_on_two_hosts() -> None:
             started_at=1989.0,
         )
     )
-    book.add([s(MAC_A, "10.0.0.8", "lease", 1990.0), s(MAC_B, "10.0.0.8", "agent", 1990.0)])
+    book.add([s(MAC_A, "10.0.0.8", "lease", 1990.0), s(MAC_B, "10.0.0.8", "agent", 1990.0)], "h1")
     vms = [vm("a", MAC_A, host="h1"), vm("a-clone", MAC_A, host="h2"), vm("b", MAC_B)]
     conflicts = book.conflicts(vms)
     assert [(c.kind, c.key) for c in conflicts] == [
@@ -248,3 +248,30 @@ def test_source_result_json_round_trip() -> None:
         note="via br0",
     )
     assert SourceResult.from_json(json.loads(json.dumps(r.to_json()))) == r
+
+
+def test_private_addresses_repeat_per_host_without_conflict() -> None:
+    """Every host's default NAT network is 192.168.122.0/24: the same address on two hosts
+    is two guests, neither a move nor a duplicate."""
+    book = IpBook(clock=Clock(2000.0))
+    for host, mac in (("h1", MAC_A), ("h2", MAC_B)):
+        book.apply(
+            SourceResult(
+                host,
+                "neigh",
+                "192.168.122.0/24",
+                (s(mac, "192.168.122.10", "neigh", 1990.0),),
+                started_at=1989.0,
+            )
+        )
+    assert [x.ip for x in book.sightings_for(MAC_A)] == ["192.168.122.10"]
+    assert [x.ip for x in book.sightings_for(MAC_B)] == ["192.168.122.10"]
+    assert book.conflicts([vm("a", MAC_A, host="h1"), vm("b", MAC_B, host="h2")]) == []
+    # Within one host's view the same pair is a duplicate, and says whose view it is.
+    book.apply(
+        SourceResult(
+            "h1", "agent", "uuid-b", (s(MAC_B, "192.168.122.10", "agent", 1995.0),), macs=(MAC_B,)
+        )
+    )
+    (c,) = book.conflicts([])
+    assert (c.kind, c.key, c.host) == (IP_ON_TWO_MACS, "192.168.122.10", "h1")

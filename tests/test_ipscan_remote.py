@@ -91,7 +91,7 @@ async def test_remote_sweep_finds_the_guests_on_the_hosts_segment(
     assert r.ok, r.error
     assert (r.host, r.source, r.scope, r.privileged) == ("remote1", NEIGH, topo.subnet, False)
     assert {s.ip: s.mac for s in r.sightings} == topo.answering(ANSWERS, NO_ICMP)
-    assert "udp-python3" in (r.note or "") and "ip-json" in (r.note or "")
+    assert "udp-bash" in (r.note or "") and "ip-json" in (r.note or "")
     assert wall < 3.0, f"remote sweep of a /24 took {wall:.2f} s"
 
 
@@ -112,8 +112,8 @@ async def test_remote_passive_read_without_subnets(
     ("tools", "method", "table"),
     [
         (("sh", "ip", "sleep", "cat", "ping"), "ping", "ip-json"),
-        (("sh", "ip", "sleep", "cat", "bash"), "udp-bash", "ip-json"),
-        (("sh", "sleep", "cat", "python3"), "udp-python3", "proc-arp"),
+        (("sh", "ip", "sleep", "cat", "python3", "ping"), "udp-python3", "ip-json"),
+        (("sh", "sleep", "cat", "bash"), "udp-bash", "proc-arp"),
     ],
 )
 async def test_remote_script_falls_back_to_what_the_host_has(

@@ -40,7 +40,14 @@ MAC_ON_TWO_HOSTS = "mac-on-two-hosts"
 class IpConflict:
     kind: str  # IP_ON_TWO_MACS or MAC_ON_TWO_HOSTS
     key: str  # the IP, or the MAC
-    claims: tuple[str, ...]  # "MAC (source)" for an IP; "HOST/VM" for a MAC
+    claims: tuple[str, ...]  # "MAC (sources)" for an IP; "HOST/VM" for a MAC
+    host: str | None = None  # IP_ON_TWO_MACS: whose view (private networks repeat per host)
+
+
+# Who saw it: (source, observing host). The same private address (every host's default
+# NAT network is 192.168.122.0/24) may belong to different guests on different hosts, so
+# "moved" and "duplicate" are judged within one host's view only.
+_Key = tuple[str, str]
 
 
 def _ip_sort_key(ip: str) -> tuple[int, int]:
@@ -86,14 +93,15 @@ class IpBook:
         # more likely wrong than right.
         self.max_age = max_age
         self._clock = clock
-        self._by_mac: dict[str, dict[str, dict[str, IpSighting]]] = {}  # mac → ip → source
+        self._by_mac: dict[str, dict[str, dict[_Key, IpSighting]]] = {}  # mac → ip → who
         self.results: dict[tuple[str, str, str], SourceResult] = {}  # (host, source, scope)
         self.revision = 0  # bumped on every change, for cheap "anything new?" checks
 
     # ---- feeding ---------------------------------------------------------------------
 
-    def add(self, sightings: Iterable[IpSighting]) -> bool:
-        """Record sightings (newer replaces older per MAC, IP and source); True if changed."""
+    def add(self, sightings: Iterable[IpSighting], host: str = "") -> bool:
+        """Record sightings made from ``host``'s point of view (newer replaces older per
+        MAC, IP, source and host); True if anything changed."""
         changed = False
         for s in sightings:
             mac = normalize_mac(s.mac)
@@ -102,14 +110,14 @@ class IpBook:
             ip = str(ipaddress.ip_address(s.ip))  # one spelling per address (IPv6!)
             if mac != s.mac or ip != s.ip:
                 s = dataclasses.replace(s, mac=mac, ip=ip)
-            per_source = self._by_mac.setdefault(mac, {}).setdefault(ip, {})
-            old = per_source.get(s.source)
+            who = self._by_mac.setdefault(mac, {}).setdefault(ip, {})
+            old = who.get((s.source, host))
             if old is not None and old.seen_at > s.seen_at:
                 continue
             if old is not None and old.prefix is not None and s.prefix is None:
                 s = dataclasses.replace(s, prefix=old.prefix)
             if old != s:
-                per_source[s.source] = s
+                who[(s.source, host)] = s
                 changed = True
         if changed:
             self.revision += 1
@@ -120,7 +128,8 @@ class IpBook:
 
         An authoritative source's answer for a VM replaces what that source said before for
         the VM's MACs; an address that moved to another MAC in a newer answer of the same
-        source leaves the old MAC. A failed source changes nothing: its old sightings age.
+        source on the same host leaves the old MAC. A failed source changes nothing: its
+        old sightings age.
         """
         self.results[(result.host, result.source, result.scope)] = result
         if not result.ok:
@@ -130,31 +139,33 @@ class IpBook:
             for s in result.sightings
             if (mac := normalize_mac(s.mac)) is not None and usable_address(s.ip)
         ]
+        mine = (result.source, result.host)
         changed = False
         if result.source in AUTHORITATIVE and result.macs:
             covered = {m for m in map(normalize_mac, result.macs) if m}
             keep = set(fresh)
             changed |= self._retract(
-                lambda m, ip, _s: m in covered and (m, ip) not in keep, result.source
+                lambda m, ip, who, _s: who == mine and m in covered and (m, ip) not in keep
             )
         newest = dict((ip, mac) for mac, ip in fresh)
         changed |= self._retract(
-            lambda m, ip, s: ip in newest and m != newest[ip] and s.seen_at < result.started_at,
-            result.source,
+            lambda m, ip, who, s: (
+                who == mine and ip in newest and m != newest[ip] and s.seen_at < result.started_at
+            )
         )
-        changed |= self.add(result.sightings)
+        changed |= self.add(result.sightings, result.host)
         return changed
 
-    def _retract(self, doomed: Callable[[str, str, IpSighting], bool], source: str) -> bool:
+    def _retract(self, doomed: Callable[[str, str, _Key, IpSighting], bool]) -> bool:
         changed = False
         for mac, by_ip in list(self._by_mac.items()):
-            for ip, per_source in list(by_ip.items()):
-                s = per_source.get(source)
-                if s is not None and doomed(mac, ip, s):
-                    del per_source[source]
-                    changed = True
-                    if not per_source:
-                        del by_ip[ip]
+            for ip, who in list(by_ip.items()):
+                for key, s in list(who.items()):
+                    if doomed(mac, ip, key, s):
+                        del who[key]
+                        changed = True
+                if not who:
+                    del by_ip[ip]
             if not by_ip:
                 del self._by_mac[mac]
         if changed:
@@ -164,23 +175,7 @@ class IpBook:
     def prune(self, now: float | None = None) -> bool:
         """Forget sightings older than ``max_age``; True if any went."""
         limit = (self._clock() if now is None else now) - self.max_age
-        return self._retract_all(lambda s: s.seen_at < limit)
-
-    def _retract_all(self, doomed: Callable[[IpSighting], bool]) -> bool:
-        changed = False
-        for mac, by_ip in list(self._by_mac.items()):
-            for ip, per_source in list(by_ip.items()):
-                for source, s in list(per_source.items()):
-                    if doomed(s):
-                        del per_source[source]
-                        changed = True
-                if not per_source:
-                    del by_ip[ip]
-            if not by_ip:
-                del self._by_mac[mac]
-        if changed:
-            self.revision += 1
-        return changed
+        return self._retract(lambda _m, _ip, _who, s: s.seen_at < limit)
 
     # ---- reading ---------------------------------------------------------------------
 
@@ -191,7 +186,7 @@ class IpBook:
         """Every source's latest sighting for this MAC (newest first)."""
         key = normalize_mac(mac)
         by_ip = self._by_mac.get(key, {}) if key else {}
-        found = [s for per_source in by_ip.values() for s in per_source.values()]
+        found = [s for who in by_ip.values() for s in who.values()]
         return tuple(sorted(found, key=lambda s: -s.seen_at))
 
     def sightings_for(self, mac: str) -> tuple[IpSighting, ...]:
@@ -237,19 +232,19 @@ class IpBook:
         """What looks wrong: an IP on two MACs now, a MAC on VMs of two hosts."""
         out: list[IpConflict] = []
         limit = self._clock() - self.max_age
-        claims: dict[str, dict[str, set[str]]] = {}  # ip → mac → sources
+        claims: dict[tuple[str, str], dict[str, set[str]]] = {}  # (host, ip) → mac → sources
         for mac, by_ip in self._by_mac.items():
-            for ip, per_source in by_ip.items():
-                for source, s in per_source.items():
+            for ip, who in by_ip.items():
+                for (source, host), s in who.items():
                     if s.seen_at >= limit:
-                        claims.setdefault(ip, {}).setdefault(mac, set()).add(source)
-        for ip in sorted(claims, key=_ip_sort_key):
-            if len(claims[ip]) > 1:
+                        claims.setdefault((host, ip), {}).setdefault(mac, set()).add(source)
+        for host, ip in sorted(claims, key=lambda k: (k[0], _ip_sort_key(k[1]))):
+            if len(claims[(host, ip)]) > 1:
                 parts = tuple(
                     f"{mac} ({', '.join(sorted(sources))})"
-                    for mac, sources in sorted(claims[ip].items())
+                    for mac, sources in sorted(claims[(host, ip)].items())
                 )
-                out.append(IpConflict(IP_ON_TWO_MACS, ip, parts))
+                out.append(IpConflict(IP_ON_TWO_MACS, ip, parts, host or None))
         owners: dict[str, set[tuple[str, str]]] = {}
         for vm in vms:
             for nic in vm.nics:

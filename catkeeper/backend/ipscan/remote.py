@@ -1,8 +1,8 @@
 """Sweeps on a remote host, over its ssh connection, with nothing installed there.
 
 One command per sweep, run by the host's ``sh``: poke every address (an empty UDP datagram
-from ``python3``; else ``ping``; else bash's ``/dev/udp``), wait, print the neighbour table
-(``ip -j neigh``; else ``ip neigh``; else ``/proc/net/arp``). No raw sockets, so no root is
+through bash's ``/dev/udp``; else from ``python3``; else ``ping``), wait, print the
+neighbour table (``ip -j neigh``; else ``ip neigh``; else ``/proc/net/arp``). No raw sockets, so no root is
 needed on the host. The script is a constant; the only data on the command line are
 addresses we produced ourselves from subnets validated with ``ipaddress``, passed as
 positional arguments and quoted with ``shlex.join``: nothing from the config or the network
@@ -31,14 +31,20 @@ if TYPE_CHECKING:
     import asyncssh
 
 # $1: seconds to wait after the poke; the rest: IPv4 addresses to poke (maybe none).
-# Markers on their own lines separate the parts; a later table marker means the earlier
-# way failed, so the parser takes the last one.
+# Poke methods, cheapest first: bash's /dev/udp (one process, no fork per address; some
+# builds lack it, then no send succeeds and the next method is tried), python3, then ping
+# fanned out (a process per address). Markers on their own lines separate the parts; a
+# later table marker means the earlier way failed, so the parser takes the last one.
 SCRIPT = r"""
 delay=$1; shift
 method=none
 if [ $# -gt 0 ]; then
-  if command -v python3 >/dev/null 2>&1; then
-    python3 -c '
+  if command -v bash >/dev/null 2>&1 && bash -c '
+ok=1
+for a in "$@"; do echo >"/dev/udp/$a/9" && ok=0; done 2>/dev/null
+exit $ok' poke "$@"; then
+    method=udp-bash
+  elif command -v python3 >/dev/null 2>&1 && python3 -c '
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setblocking(False)
@@ -47,12 +53,11 @@ for a in sys.argv[1:]:
         s.sendto(b"", (a, 9))
     except OSError:
         pass
-' "$@" && method=udp-python3
+' "$@"; then
+    method=udp-python3
   elif command -v ping >/dev/null 2>&1; then
     for a in "$@"; do ping -c 1 -W "$delay" -q "$a" >/dev/null 2>&1 & done
     method=ping
-  elif command -v bash >/dev/null 2>&1; then
-    bash -c 'for a in "$@"; do echo >"/dev/udp/$a/9"; done 2>/dev/null' poke "$@" && method=udp-bash
   fi
   sleep "$delay"
   if [ "$method" = ping ]; then wait; fi
@@ -155,7 +160,7 @@ async def remote_sweep(
     if not good:
         note = f"passive: {table} (no subnets configured to poke)"
     elif method == "none":
-        note = f"nothing to poke with (no python3, ping or bash); passive {table}"
+        note = f"nothing to poke with (no bash /dev/udp, python3 or ping); passive {table}"
     else:
         note = f"unprivileged: poked with {method}, then {table}"
     for scope in scopes:
