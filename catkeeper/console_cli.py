@@ -96,11 +96,8 @@ async def _run(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
                 f"({console.info.target})",
                 file=err,
             )
-            code = await console.wait()
-            if code:
-                tail = " | ".join(console.viewer.stderr_tail)
-                return fail(f"the viewer exited with {code}: {tail}", EXIT_FAILED)
-            return EXIT_OK
+            await console.wait()
+            return fail(console.failure, EXIT_FAILED) if console.failure else EXIT_OK
         print_info(console.info, out)
         out.flush()
         await _until_interrupted(console)

@@ -248,6 +248,15 @@ class Console:
     def closed(self) -> bool:
         return self._done.is_set()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the viewer failed (its exit code and last stderr lines), None if it did not."""
+        viewer = self.viewer
+        if viewer is None or not viewer.returncode:
+            return None
+        tail = " | ".join(list(viewer.stderr_tail)[-3:])
+        return f"viewer {viewer.argv[0]} exited with {viewer.returncode}: {tail}"
+
     async def wait(self) -> int | None:
         """Until the viewer has exited and everything is cleaned up; its exit code."""
         await self._done.wait()
