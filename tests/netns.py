@@ -344,10 +344,11 @@ TEST_NS_URI = "http://libvirt.org/schemas/domain/test/1.0"
 
 
 def node_xml(guests: Sequence[Guest], extra_macs: Sequence[str] = ()) -> str:
-    """A test-driver node: one running domain per guest (its MAC on a bridge NIC), plus a
-    shut-off domain per ``extra_macs`` entry. The ``default`` network is there because the
-    driver's ``interfaceAddresses`` needs one; the addresses it invents lie in 10.250/16,
-    far from the guests' real subnet."""
+    """A test-driver node: one running domain per guest (its MAC on its NIC), plus a
+    shut-off domain per ``extra_macs`` entry. The NICs are on the ``default`` network: the
+    driver's ``interfaceAddresses`` then invents a distinct address per domain in its DHCP
+    range (10.250/16, far from the guests' real subnet); for other NIC types it answers
+    192.168.0.1 for every domain."""
     domains = []
     rows = [(g.name, g.uuid, g.mac, 1) for g in guests]
     rows += [
@@ -363,7 +364,7 @@ def node_xml(guests: Sequence[Guest], extra_macs: Sequence[str] = ()) -> str:
     <vcpu>1</vcpu>
     <os><type>hvm</type></os>
     <devices>
-      <interface type='bridge'><mac address='{mac}'/><source bridge='br0'/></interface>
+      <interface type='network'><mac address='{mac}'/><source network='default'/></interface>
     </devices>
     <test:runstate>{runstate}</test:runstate>
   </domain>"""

@@ -275,3 +275,23 @@ def test_private_addresses_repeat_per_host_without_conflict() -> None:
     )
     (c,) = book.conflicts([])
     assert (c.kind, c.key, c.host) == (IP_ON_TWO_MACS, "192.168.122.10", "h1")
+
+
+def test_per_vm_sources_never_take_an_address_from_another_vm() -> None:
+    """Two guests on two isolated networks of one host may both be 192.168.100.10: their
+    agents each say so, and neither answer unseats the other (only flagged)."""
+    book = IpBook(clock=Clock(2000.0))
+    for mac, uuid, at in ((MAC_A, "uuid-a", 1990.0), (MAC_B, "uuid-b", 1995.0)):
+        book.apply(
+            SourceResult(
+                "h1",
+                "agent",
+                uuid,
+                (s(mac, "192.168.100.10", "agent", at),),
+                started_at=at - 0.1,
+                macs=(mac,),
+            )
+        )
+    assert [x.ip for x in book.sightings_for(MAC_A)] == ["192.168.100.10"]
+    assert [x.ip for x in book.sightings_for(MAC_B)] == ["192.168.100.10"]
+    assert [c.kind for c in book.conflicts([])] == [IP_ON_TWO_MACS]

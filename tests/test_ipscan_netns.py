@@ -14,7 +14,7 @@ import json
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,3 +251,54 @@ def test_scan_cli_unprivileged_marks_the_fallback(topo: Topology, tmp_path: Path
         assert got == ([] if g.behaviour == SILENT else [(g.ip, NEIGH)]), g
     (sweep,) = [r for r in doc["hosts"][0]["results"] if r["scope"] == topo.subnet]
     assert sweep["privileged"] is False and "unprivileged" in sweep["note"]
+
+
+def test_half_built_topology_is_still_removed() -> None:
+    """A build that fails midway (a /28 cannot hold 20 guests) leaves nothing behind."""
+    t = Topology(behaviours=(ANSWERS,) * 20, subnet="198.18.7.0/28")
+    with pytest.raises(IndexError):
+        t.build()
+    built = list(t.built)
+    assert built and set(built) <= set(list_netns())
+    t.destroy()
+    assert not set(built) & set(list_netns())
+
+
+async def test_local_hosts_share_one_sweep(topo: Topology, tmp_path: Path) -> None:
+    """Two hosts on this machine (say test:/// and qemu:///system) with the same subnets:
+    one sweep, whose results both get. The sweeper is the real child in the namespace."""
+    from catkeeper.backend.fleet import Fleet
+    from catkeeper.backend.ipscan.scheduler import IpScanner
+    from catkeeper.config import Config, HostConfig, Timing
+
+    node = tmp_path / "n.xml"
+    node.write_text(node_xml(topo.guests))
+    hosts = tuple(
+        HostConfig(name=n, uri=f"test://{node}", subnets=(topo.subnet,)) for n in ("a", "b")
+    )
+    fleet = Fleet(Config(hosts=hosts, source="<test>", timing=Timing(refresh_interval=0)))
+    calls = 0
+
+    async def in_namespace(
+        host: str, subnets: Sequence[str] | None, options: SweepOptions
+    ) -> list[SourceResult]:
+        nonlocal calls
+        calls += 1
+        argv = sweep_argv(host, subnets, options)
+        return (await run_sweep_argv(topo.in_host(*argv), timeout=60)).results
+
+    scanner = IpScanner(fleet, local_sweeper=in_namespace, libvirt_interval=0)
+    scanner.attach()
+    await fleet.start()
+    try:
+        await fleet.wait_settled(10)
+        a, b = await scanner.scan(libvirt=False)
+        assert calls == 1
+        assert {r.host for r in a.results} == {"a"} and {r.host for r in b.results} == {"b"}
+        answering = topo.answering(ANSWERS, NO_ICMP)
+        for host in ("a", "b"):
+            for g in topo.guests:
+                ips = {s.ip for s in fleet.find(f"{host}/{g.name}").ips}
+                assert ips == ({g.ip} if g.ip in answering else set())
+    finally:
+        await fleet.aclose()

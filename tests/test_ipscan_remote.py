@@ -8,6 +8,7 @@ guests on the host's bridge, as on a real libvirt host. No packet goes anywhere 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 import time
@@ -161,6 +162,7 @@ def remote_config(topo: Topology, tmp_path: Path, names: list[str]) -> Config:
     connection through ``ssh_for`` instead, as ``session.ssh`` does in production. Every
     ``ssh_for`` here returns a connection or raises, so the scanner never falls back to a
     local sweep from the root namespace."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     node = tmp_path / "remote.xml"
     node.write_text(node_xml(topo.guests))
     hosts = tuple(
@@ -265,4 +267,50 @@ async def test_a_hung_host_delays_no_other_host(
     finally:
         relay.stop()
         await scanner.aclose()
+        await fleet.aclose()
+
+
+async def test_background_sweeps_and_scan_vm_on_demand(
+    remote: tuple[Topology, NetnsSshd], conn: asyncssh.SSHClientConnection, tmp_path: Path
+) -> None:
+    topo, _ = remote
+    fleet = Fleet(remote_config(topo, tmp_path, ["remote1"]))
+    sweeps = 0
+
+    async def ssh_for(_session: HostSession) -> asyncssh.SSHClientConnection:
+        nonlocal sweeps
+        sweeps += 1
+        return conn
+
+    answering = next(g for g in topo.guests if g.behaviour == ANSWERS)
+    await fleet.start()
+    try:
+        await fleet.wait_settled(10)
+        # On demand, for one VM (the TUI's `i`): its libvirt sources, then the host's sweep.
+        scanner = IpScanner(fleet, ssh_for=ssh_for, libvirt_interval=0)
+        scanner.attach()
+        scan = await scanner.scan_vm(f"remote1/{answering.name}", sweep=True)
+        assert {r.source for r in scan.results} >= {"agent", NEIGH}
+        got = {(s.ip, s.source) for s in fleet.find(f"remote1/{answering.name}").ips}
+        assert (answering.ip, NEIGH) in got
+        assert sweeps == 1
+        await scanner.aclose()
+
+        # In the background, every sweep_interval seconds, without anyone asking.
+        fleet2 = Fleet(remote_config(topo, tmp_path / "again", ["remote2"]))
+        await fleet2.start()
+        await fleet2.wait_settled(10)
+        background = IpScanner(fleet2, ssh_for=ssh_for, libvirt_interval=0, sweep_interval=0.5)
+        background.start()
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and sweeps < 3:
+                await asyncio.sleep(0.1)
+            assert sweeps >= 3
+            vm = fleet2.find(f"remote2/{answering.name}")
+            assert [(s.ip, s.source) for s in vm.ips] == [(answering.ip, NEIGH)]
+        finally:
+            await background.aclose()
+            await fleet2.aclose()
+    finally:
         await fleet.aclose()

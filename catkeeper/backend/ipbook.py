@@ -26,6 +26,11 @@ from catkeeper.model import VM, IpSighting
 # Sources whose answer for a VM is its complete list: an address it no longer reports is
 # gone (the guest changed address), not merely unseen.
 AUTHORITATIVE = frozenset({"agent", "lease"})
+# Sources that watch one network segment from one host: there an address has one owner at
+# a time, so a newer answer from another MAC means the address moved. Per-VM sources
+# (agent, lease, libvirt's arp) say nothing about other VMs, whose isolated networks may
+# well reuse the same address.
+SEGMENT_SOURCES = frozenset({"sweep-arp", "sweep-icmp", "neigh"})
 
 # Which source to show when several saw the same address within TIE_WINDOW seconds: the
 # one that knows most (the guest itself, then the DHCP server, then the wire).
@@ -127,9 +132,9 @@ class IpBook:
         """Take one source's result; True if any VM's addresses may have changed.
 
         An authoritative source's answer for a VM replaces what that source said before for
-        the VM's MACs; an address that moved to another MAC in a newer answer of the same
-        source on the same host leaves the old MAC. A failed source changes nothing: its
-        old sightings age.
+        the VM's MACs; on a segment source, an address that moved to another MAC in a newer
+        answer of the same source on the same host leaves the old MAC. A failed source
+        changes nothing: its old sightings age.
         """
         self.results[(result.host, result.source, result.scope)] = result
         if not result.ok:
@@ -147,7 +152,7 @@ class IpBook:
             changed |= self._retract(
                 lambda m, ip, who, _s: who == mine and m in covered and (m, ip) not in keep
             )
-        newest = dict((ip, mac) for mac, ip in fresh)
+        newest = dict((ip, mac) for mac, ip in fresh) if result.source in SEGMENT_SOURCES else {}
         changed |= self._retract(
             lambda m, ip, who, s: (
                 who == mine and ip in newest and m != newest[ip] and s.seen_at < result.started_at
