@@ -324,3 +324,28 @@ async def test_reconnects_after_the_connection_drops(
         assert session.ssh is not None and session.ssh.connections_opened == 2
     finally:
         await fleet.aclose()
+
+
+async def test_remote_daemon_restart_reuses_the_ssh_connection(
+    sshd: SshServer, tcg_domain: DomainFactory, restart_libvirtd: Callable[[], float]
+) -> None:
+    dom = tcg_domain(start=True)
+    fleet = Fleet(config(ssh_host(sshd)))
+    states: list[HostState] = []
+    fleet.subscribe(lambda e: states.append(e.host.state) if isinstance(e, HostChanged) else None)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(30)
+        session = fleet.session("viassh")
+        assert session.ssh is not None
+        tunnel = await session.ssh.open_tunnel("127.0.0.1", vnc_port(dom))
+        states.clear()
+        await asyncio.to_thread(restart_libvirtd)  # libvirt drops; ssh does not
+        await until(lambda: HostState.UP in states, 30)
+        assert HostState.UNREACHABLE in states
+        # Same ssh connection, same authentication, and the VNC tunnel never noticed.
+        assert sshd.connections() == 1 and sshd.authentications() == 1
+        assert not tunnel.closed
+        assert await asyncio.to_thread(rfb_banner, tunnel.local_port) == b"RFB 003.008\n"
+    finally:
+        await fleet.aclose()

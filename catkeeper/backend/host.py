@@ -371,11 +371,9 @@ class HostSession:
         forward, self._libvirt_forward = self._libvirt_forward, None
         if forward is not None:
             forward.close()
-        if self.ssh is not None:
-            # Start afresh on reconnect (new authentication, host key checked again), but
-            # never cut off a running VNC viewer's tunnel: asyncssh keepalive catches a dead
-            # connection that tunnels keep alive.
-            self.ssh.close_if_idle()
+        # The ssh connection itself stays: a libvirt-level failure (remote daemon restarting)
+        # must not cut off VNC tunnels or cost a new authentication (a hardware-key touch)
+        # per retry. A dead ssh connection is noticed by asyncssh's keepalive and reopened.
         if conn is None or executor is None:
             if executor is not None:
                 executor.shutdown()
