@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -26,7 +27,14 @@ from catkeeper.backend.host import HostSession
 from catkeeper.backend.ssh import HostKeyError, SshAuthError, SshTransport
 from catkeeper.config import Config, HostConfig, SshSettings, Timing
 from catkeeper.model import HostState
-from tests.daemons import DelayRelay, DomainFactory, SshServer, rfb_banner, vnc_port
+from tests.daemons import (
+    DelayRelay,
+    DomainFactory,
+    SshServer,
+    _descendants,
+    rfb_banner,
+    vnc_port,
+)
 
 pytestmark = pytest.mark.daemon
 
@@ -317,8 +325,8 @@ async def test_reconnects_after_the_connection_drops(
         states.clear()
         relay.close_connections()  # the network drops every connection
         # Reconnecting takes ~0.1 s here, so watch the events rather than poll the state.
-        await until(lambda: HostState.UP in states, 15)
-        assert states[0] is HostState.UNREACHABLE
+        await until(lambda: HostState.UNREACHABLE in states, 15)
+        await until(lambda: HostState.UP in states[states.index(HostState.UNREACHABLE) :], 15)
         assert dom.UUIDString() in session.vms and not session.vms[dom.UUIDString()].stale
         assert sshd.connections() == 2  # a fresh ssh connection, not a second one alongside
         assert session.ssh is not None and session.ssh.connections_opened == 2
@@ -326,9 +334,45 @@ async def test_reconnects_after_the_connection_drops(
         await fleet.aclose()
 
 
-async def test_remote_daemon_restart_reuses_the_ssh_connection(
-    sshd: SshServer, tcg_domain: DomainFactory, restart_libvirtd: Callable[[], float]
+def disconnect_clients_of(sshd: SshServer) -> int:
+    """Have libvirtd drop every client that came in through this sshd (virt-admin), the
+    way a remote daemon drops a connection; returns how many it dropped."""
+    assert sshd.proc is not None
+    ours = {sshd.proc.pid, *_descendants(sshd.proc.pid)}
+    listing = subprocess.run(
+        ["virt-admin", "srv-clients-list", "libvirtd"], capture_output=True, text=True, check=True
+    ).stdout
+    dropped = 0
+    for line in listing.splitlines()[2:]:
+        client = line.split()[0] if line.split() else ""
+        if not client.isdigit():
+            continue
+        info = subprocess.run(
+            ["virt-admin", "client-info", "libvirtd", client], capture_output=True, text=True
+        ).stdout
+        pid = next(
+            (
+                ln.split(":")[1].strip()
+                for ln in info.splitlines()
+                if ln.startswith("unix_process_id")
+            ),
+            "",
+        )
+        if pid.isdigit() and int(pid) in ours:
+            subprocess.run(
+                ["virt-admin", "client-disconnect", "libvirtd", client],
+                check=True,
+                capture_output=True,
+            )
+            dropped += 1
+    return dropped
+
+
+async def test_libvirt_drop_reuses_the_ssh_connection_and_keeps_tunnels(
+    sshd: SshServer, tcg_domain: DomainFactory
 ) -> None:
+    if shutil.which("virt-admin") is None:
+        pytest.skip("virt-admin not installed (libvirt-clients)")
     dom = tcg_domain(start=True)
     fleet = Fleet(config(ssh_host(sshd)))
     states: list[HostState] = []
@@ -340,11 +384,13 @@ async def test_remote_daemon_restart_reuses_the_ssh_connection(
         assert session.ssh is not None
         tunnel = await session.ssh.open_tunnel("127.0.0.1", vnc_port(dom))
         states.clear()
-        await asyncio.to_thread(restart_libvirtd)  # libvirt drops; ssh does not
-        await until(lambda: HostState.UP in states, 30)
-        assert HostState.UNREACHABLE in states
+        assert await asyncio.to_thread(disconnect_clients_of, sshd) == 1
+        # Other tests' domains come and go on this daemon, so UP events may come first.
+        await until(lambda: HostState.UNREACHABLE in states, 30)
+        await until(lambda: HostState.UP in states[states.index(HostState.UNREACHABLE) :], 30)
         # Same ssh connection, same authentication, and the VNC tunnel never noticed.
         assert sshd.connections() == 1 and sshd.authentications() == 1
+        assert session.ssh.connections_opened == 1
         assert not tunnel.closed
         assert await asyncio.to_thread(rfb_banner, tunnel.local_port) == b"RFB 003.008\n"
     finally:
