@@ -5,6 +5,9 @@ guest namespaces on veths: two answer ARP and ping, one ignores ping, one is sil
 sweep runs in a child process inside the host namespace (``ip netns exec``): a process
 cannot switch namespaces per thread, and the child is exactly what ``python -m
 catkeeper.backend.ipscan.local_sweep`` runs in production. Nothing leaves the namespaces.
+
+Speed is measured by bench/ipscan_bench.py, not asserted here: a loaded CI machine must not
+turn a slow second into a red test.
 """
 
 from __future__ import annotations
@@ -117,7 +120,6 @@ def test_privileged_arp_sweep_finds_exactly_the_answering_guests(topo: Topology)
     assert arp.ok and arp.privileged is True
     assert found(arp) == topo.answering(ANSWERS, NO_ICMP)  # not the silent one, not us
     assert all(s.prefix == 24 and s.source == SWEEP_ARP for s in arp.sightings)
-    assert arp.elapsed_s < 3.0, f"ARP sweep of a /24 took {arp.elapsed_s} s"
 
 
 def test_icmp_sweep_finds_those_answering_ping(topo: Topology) -> None:
@@ -125,14 +127,11 @@ def test_icmp_sweep_finds_those_answering_ping(topo: Topology) -> None:
     icmp = only(child.results, SWEEP_ICMP)
     assert icmp.ok and icmp.privileged is True
     assert found(icmp) == topo.answering(ANSWERS)
-    assert icmp.elapsed_s < 3.0, f"ICMP sweep of a /24 took {icmp.elapsed_s} s"
 
 
 def test_arp_and_icmp_run_side_by_side(topo: Topology) -> None:
     child = sweep_in(topo, SweepOptions())
     assert {r.source for r in child.results} == {SWEEP_ARP, SWEEP_ICMP}
-    # Both wait ~1 s for stragglers; side by side that second is paid once.
-    assert max(r.elapsed_s for r in child.results) < 3.0
     assert child.scapy_import_s is not None  # imported in the child, on demand
 
 
@@ -144,7 +143,6 @@ def test_unprivileged_fallback_reads_the_neighbour_table(topo: Topology) -> None
     assert r.note is not None and "unprivileged" in r.note
     assert found(r) == topo.answering(ANSWERS, NO_ICMP)
     assert child.scapy_import_s is None  # no raw sockets, so scapy is never imported
-    assert r.elapsed_s < 3.0
 
 
 def test_parsers_agree_on_the_real_tables(topo: Topology) -> None:
