@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from catkeeper.model import VM, VmState
 
@@ -60,6 +61,7 @@ def haystack(vm: VM) -> str:
 
 
 Predicate = Callable[[VM, float, str], bool]
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Term:
     text: str  # as typed, for messages and help
     negated: bool
     test: Predicate
+    word: str | None = None  # set for free words: lets select() test them without calls
 
     def matches(self, vm: VM, now: float, hay: str) -> bool:
         return self.test(vm, now, hay) != self.negated
@@ -87,6 +90,24 @@ class Filter:
             return True
         text = haystack(vm) if hay is None else hay
         return all(term.matches(vm, now, text) for term in self.terms)
+
+    def select(self, rows: Sequence[tuple[K, VM, str]], now: float) -> list[K]:
+        """The keys of the rows that match, in order; each row is (key, vm, haystack(vm)).
+
+        Same answer as ``matches`` per row, but a term at a time over the shrinking set, with
+        free words as plain substring tests: fast enough for a keystroke at 10,000 rows.
+        """
+        alive = list(rows)
+        for term in self.terms:
+            word, neg = term.word, term.negated
+            if word is not None:
+                alive = [r for r in alive if (word in r[2]) != neg]
+            else:
+                test = term.test
+                alive = [r for r in alive if test(r[1], now, r[2]) != neg]
+            if not alive:
+                break
+        return [r[0] for r in alive]
 
 
 MATCH_ALL = Filter("")
@@ -183,7 +204,7 @@ def _term(token: str, me: str) -> Term:
     # colons) stay free words.
     if sep and key.isalpha() and not all(c in "0123456789abcdefABCDEF" for c in key):
         raise FilterError(f"unknown filter key {key!r} (known: {', '.join(KEYS)})")
-    return Term(token, negated, _word(body))
+    return Term(token, negated, _word(body), word=body.lower())
 
 
 def parse_filter(text: str, *, me: str) -> Filter:

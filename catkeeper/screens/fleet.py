@@ -9,7 +9,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widget import Widget
+from textual.widgets import Footer
 from textual.worker import Worker
 
 from catkeeper.filtering import MATCH_ALL, FilterError, parse_filter
@@ -24,10 +25,25 @@ if TYPE_CHECKING:
     from catkeeper.app import CatkeeperApp
 
 
-class StatusLine(Static):
+class StatusLine(Widget):
+    """One line of counts and state. Not a Static: Static.update re-lays out the whole
+    screen, and this line changes on every cursor move."""
+
     DEFAULT_CSS = """
     StatusLine { height: 1; padding: 0 1; background: $panel; color: $text-muted; }
     """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.text = Text()
+
+    def update(self, text: Text) -> None:
+        if text != self.text:
+            self.text = text
+            self.refresh()
+
+    def render(self) -> Text:
+        return self.text
 
 
 class FleetScreen(Screen[None]):

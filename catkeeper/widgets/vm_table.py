@@ -66,6 +66,12 @@ COLUMNS: tuple[Column, ...] = (
     Column("note", "NOTE", lambda vm: fmt.note(vm).lower()),
 )
 COLUMN_KEYS = tuple(c.key for c in COLUMNS)
+_RIGHT = frozenset(c.key for c in COLUMNS if c.align_right)
+_STATE_STYLES = {state: Style.parse(colour) for state, colour in fmt.STATE_COLOURS.items()}
+_STAGE_STYLE = Style.parse("bold yellow")
+_DIM = Style(dim=True)
+_EXPIRED = Style(color="red")
+_ROW_CACHE_SIZE = 1000
 _BY_KEY = {c.key: c for c in COLUMNS}
 _STATE_WIDTH = 9  # "shutoff", "running", "acpi 59s", "c-a-d 29s"
 
@@ -156,6 +162,9 @@ class VmTable(ScrollView, can_focus=True):
         self._vms: dict[str, VM] = {}
         self._hay: dict[str, str] = {}
         self._order: list[str] = []  # every key, sorted
+        # (key, vm, haystack) in _order, kept between keystrokes: building 10,000 tuples per
+        # keystroke costs more than the filtering itself.
+        self._rows: list[tuple[str, VM, str]] | None = None
         self._order_dirty = False
         self._shown: list[str] = []
         self._pos: dict[str, int] = {}
@@ -172,6 +181,9 @@ class VmTable(ScrollView, can_focus=True):
         self._ticker: Timer | None = None
         self._widths: dict[str, int] = {}
         self._layout_width = -1
+        self._style_cache: dict[str, Style] = {}
+        self._style_cache_focus: bool | None = None
+        self._rows_cache: dict[tuple[Any, ...], Strip] = {}
         self._content_width: dict[str, int] = {}
         self._last_reported: tuple[str | None, VM | None] = (None, None)
 
@@ -248,6 +260,8 @@ class VmTable(ScrollView, can_focus=True):
             if not refilter and not self._filter.is_empty:
                 before = key in self._pos
                 refilter = before != self._filter.matches(vm, now, hay=hay)
+        if upserts or reorder:
+            self._rows = None  # they hold the old VM objects
         if reorder or refilter or upserts:
             self._measure_content()
         if reorder:
@@ -319,11 +333,17 @@ class VmTable(ScrollView, can_focus=True):
             self._report_cursor()
             return
         row = max(0, min(row, len(self._shown) - 1))
+        before, top = self._cursor, self.scroll_offset.y
         self._cursor_chosen = True
         self._cursor = row
         self._cursor_key = self._shown[row]
         self._scroll_to_cursor()
-        self.refresh()
+        if self.scroll_offset.y == top:
+            # Only the two rows whose look changed; line y+1 because line 0 is the header.
+            self.refresh_line(before + 1)
+            self.refresh_line(row + 1)
+        else:
+            self.refresh()
         self._report_cursor()
 
     def move_cursor_to(self, key: str) -> bool:
@@ -367,6 +387,7 @@ class VmTable(ScrollView, can_focus=True):
             keys.sort(key=lambda k: vms[k].host, reverse=True)
         self._order = keys
         self._order_dirty = False
+        self._rows = None
 
     def _recompute(self) -> None:
         old_row, old_top = self._cursor, round(self.scroll_y)
@@ -376,9 +397,10 @@ class VmTable(ScrollView, can_focus=True):
         if f.is_empty:
             shown = list(self._order)
         else:
-            now = self._clock()
-            vms, hay, matches = self._vms, self._hay, f.matches
-            shown = [k for k in self._order if matches(vms[k], now, hay=hay[k])]
+            if self._rows is None:
+                vms, hay = self._vms, self._hay
+                self._rows = [(k, vms[k], hay[k]) for k in self._order]
+            shown = f.select(self._rows, self._clock())
         self._shown = shown
         self._pos = {k: i for i, k in enumerate(shown)}
         self.virtual_size = Size(self.size.width, len(shown) + 1)
@@ -452,6 +474,7 @@ class VmTable(ScrollView, can_focus=True):
         widths["note"] = note_w
         self._widths = widths
         self._layout_width = width
+        self._rows_cache.clear()
 
     def on_resize(self, _event: events.Resize) -> None:
         self._layout()
@@ -491,30 +514,56 @@ class VmTable(ScrollView, can_focus=True):
 
     def _finish(self, segments: list[Segment], fill: Style) -> Strip:
         width = self.scrollable_content_region.width
-        strip = Strip(segments)
-        return strip.extend_cell_length(width, fill).crop(0, width)
+        used = sum(w + 1 for _k, w in self._columns())
+        if used < width:
+            segments.append(Segment(" " * (width - used), fill))
+            return Strip(segments, width)
+        return Strip(segments, used).crop(0, width)
 
-    def _state_text(self, key: str, vm: VM) -> tuple[str, Style]:
+    def _styles(self) -> dict[str, Style]:
+        """Component styles, looked up once per style change rather than once per row."""
+        focus = self.has_focus
+        if self._style_cache_focus is not focus or not self._style_cache:
+            self._style_cache = {
+                "base": self.rich_style,
+                "stale": self.get_component_rich_style("vm-table--stale"),
+                "marked": self.get_component_rich_style("vm-table--marked"),
+                "cursor": self.get_component_rich_style("vm-table--cursor"),
+            }
+            self._style_cache_focus = focus
+            self._rows_cache.clear()
+        return self._style_cache
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._style_cache.clear()
+        self._rows_cache.clear()
+
+    def _state_text(self, key: str, vm: VM) -> tuple[str, Style | None]:
         progress = self._progress.get(key)
         if progress is not None:
             label = fmt.STAGE_LABELS.get(progress.stage, progress.stage)
             if progress.deadline is not None:
                 left = max(0, int(progress.deadline - self._monotonic() + 0.999))
                 label = f"{label} {left}s"
-            return label, Style.parse("bold yellow")
+            return label, _STAGE_STYLE
         text = vm.state.value
         if vm.stale:
-            return "~" + text, Style(dim=True)
-        return text, Style.parse(fmt.STATE_COLOURS.get(vm.state, ""))
+            return "~" + text, _DIM
+        return text, _STATE_STYLES.get(vm.state)
 
     def _row(self, key: str, vm: VM, cursor: bool, marked: bool) -> Strip:
-        base = self.rich_style
+        styles = self._styles()
+        base = styles["base"]
         if vm.stale:
-            base = base + self.get_component_rich_style("vm-table--stale")
+            base = base + styles["stale"]
         if marked:
-            base = base + self.get_component_rich_style("vm-table--marked")
-        over = self.get_component_rich_style("vm-table--cursor") if cursor else None
+            base = base + styles["marked"]
+        over = styles["cursor"] if cursor else None
         now = self._clock()
+        until: tuple[str, Style | None] = (fmt.until(vm.reservation, now), None)
+        if vm.reservation is not None and vm.reservation.is_expired(now):
+            until = ("expired", _EXPIRED)
         cells: dict[str, tuple[str, Style | None]] = {
             "mark": ("●" if marked else " ", None),
             "host": (vm.host, None),
@@ -524,21 +573,18 @@ class VmTable(ScrollView, can_focus=True):
             "memory": (fmt.memory(vm.memory_kib), None),
             "ips": (fmt.ips(vm), None),
             "owner": (fmt.owner(vm), None),
-            "until": (fmt.until(vm.reservation, now), None),
+            "until": until,
             "note": (fmt.note(vm), None),
         }
-        if vm.reservation is not None and vm.reservation.is_expired(now):
-            cells["until"] = ("expired", Style(color="red"))
         segments: list[Segment] = []
         fill = base + over if over is not None else base
         for column, width in self._columns():
             text, extra = cells[column]
-            right = column in ("vcpus", "memory")
             style = base + extra if extra is not None else base
             if over is not None:
                 style = style + over
-            segments.append(Segment(_fit(text, width, right), style))
-            segments.append(Segment(" ", fill))
+            # The gap after a cell shares its segment: only the background shows there.
+            segments.append(Segment(_fit(text, width, column in _RIGHT) + " ", style))
         return self._finish(segments, fill)
 
     def render_line(self, y: int) -> Strip:
@@ -546,9 +592,21 @@ class VmTable(ScrollView, can_focus=True):
             return self._header()
         row = round(self.scroll_y) + y - 1
         if row >= len(self._shown):
-            return Strip.blank(self.scrollable_content_region.width, self.rich_style)
+            return Strip.blank(self.scrollable_content_region.width, self._styles()["base"])
         key = self._shown[row]
-        return self._row(key, self._vms[key], row == self._cursor, key in self._marked)
+        vm = self._vms[key]
+        cursor, marked = row == self._cursor, key in self._marked
+        if key in self._progress:  # a countdown changes every second: never cached
+            return self._row(key, vm, cursor, marked)
+        # Cached per row state: a cursor move repaints every visible line, but only the two
+        # rows whose look changed are drawn again. The minute bucket ages "until" columns.
+        cache_key = (key, vm, cursor, marked, int(self._clock() // 60))
+        strip = self._rows_cache.get(cache_key)
+        if strip is None:
+            if len(self._rows_cache) > _ROW_CACHE_SIZE:
+                self._rows_cache.clear()
+            strip = self._rows_cache[cache_key] = self._row(key, vm, cursor, marked)
+        return strip
 
     # ---- input -------------------------------------------------------------------------
 
