@@ -250,7 +250,14 @@ def sweep(
         if options.icmp:
             jobs.append(functools.partial(icmp_sweep, host, t, options.timeout))
     if jobs:
-        _scapy()  # once, before the threads race for it
+        try:
+            _scapy()  # once, before the threads race for it
+        except Exception as exc:  # scapy missing or broken: say so per subnet
+            why = f"scapy unavailable: {type(exc).__name__}: {exc}"
+            return results + [
+                SourceResult(host, SWEEP_ARP, t.subnet, error=why, started_at=started)
+                for t in targets
+            ]
         with concurrent.futures.ThreadPoolExecutor(
             max_workers=min(8, len(jobs)), thread_name_prefix="ipsweep-srp"
         ) as pool:

@@ -2,11 +2,11 @@
 
 One command per sweep, run by the host's ``sh``: poke every address (an empty UDP datagram
 through bash's ``/dev/udp``; else from ``python3``; else ``ping``), wait, print the
-neighbour table (``ip -j neigh``; else ``ip neigh``; else ``/proc/net/arp``). No raw sockets, so no root is
-needed on the host. The script is a constant; the only data on the command line are
-addresses we produced ourselves from subnets validated with ``ipaddress``, passed as
-positional arguments and quoted with ``shlex.join``: nothing from the config or the network
-is ever spliced into shell code.
+neighbour table (``ip -j neigh``; else ``ip neigh``; else ``/proc/net/arp``). No raw
+sockets, so no root is needed on the host. The script is a constant; the only data on the
+command line are addresses we produced ourselves from subnets validated with
+``ipaddress``, passed as positional arguments and quoted with ``shlex.join``: nothing from
+the config or the network is ever spliced into shell code.
 """
 
 from __future__ import annotations
