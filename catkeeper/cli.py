@@ -21,7 +21,12 @@ EXIT_UNREACHABLE = 3
 
 # Each module adds its subcommands (``add_subcommands``) and carries them out (``run``).
 # They import their heavy parts inside ``run``, so the TUI's start-up stays light.
-COMMAND_MODULES = ("catkeeper.vm_cli",)
+COMMAND_MODULES = (
+    "catkeeper.vm_cli",
+    "catkeeper.reserve_cli",
+    "catkeeper.console_cli",
+    "catkeeper.scan_cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
