@@ -287,6 +287,21 @@ def test_commands_share_reservations_through_the_real_daemon(
     assert reserved.code == 0, reserved.err
     assert reserved.json()["owner"] == "alice" and reserved.json()["revision"] == 1
 
+    # The fleet dump (``catkeeper --json``, always the real main) carries it too.
+    dump = subprocess.run(
+        [sys.executable, "-m", "catkeeper", "--config", str(config), "--json", "--filter", name],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path)},
+        timeout=60,
+        cwd=REPO,
+    )
+    assert dump.returncode == 0, dump.stderr
+    [dumped] = json.loads(dump.stdout)["vms"]
+    assert dumped["reservation"] == {
+        k: v for k, v in reserved.json().items() if k in dumped["reservation"]
+    }
+
     listed = catkeeper(config, "reservations", "--json", "--filter", name)
     assert [(d["vm"], d["owner"], d["note"]) for d in listed.json()] == [
         (name, "alice", "kernel bisect")
