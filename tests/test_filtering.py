@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from catkeeper.cli import main
-from catkeeper.filtering import FilterError, parse_filter
+from catkeeper.filtering import FilterError, haystack, parse_filter
 from catkeeper.model import VM, IpSighting, Nic, Reservation, VmState
 from tests.tui_support import FROZEN_NOW, fleet_config
 
@@ -149,6 +149,16 @@ def test_negation(text: str, expected: list[str]) -> None:
 def test_bad_terms_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(FilterError, match=message.replace("(", r"\(")):
         parse_filter(text, me="alice")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "web", "!web", "state:running", "owner:me !reserved:expired", "lab web !01", "host:lab*"],
+)
+def test_select_agrees_with_matches(text: str) -> None:
+    f = parse_filter(text, me="alice")
+    rows = [(i, v, haystack(v)) for i, v in enumerate(FLEET)]
+    assert f.select(rows, NOW) == [i for i, v in enumerate(FLEET) if f.matches(v, NOW)]
 
 
 def test_json_filter_uses_the_same_grammar(

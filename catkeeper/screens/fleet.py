@@ -113,13 +113,6 @@ class FleetScreen(Screen[None]):
     def on_stop_progressed(self, message: StopProgressed) -> None:
         self.table.set_progress(message.key, message.progress)
 
-    def load(self, vms: dict[str, VM], hosts: list[Host]) -> None:
-        """Everything known so far (a screen opened after the fleet started)."""
-        self._hosts.update({h.name: h for h in hosts})
-        self.strip.update_hosts(hosts)
-        self.table.apply(vms)
-        self.refresh_status()
-
     # ---- selection, for the app's actions -------------------------------------------------
 
     def selected_vms(self) -> list[VM]:
