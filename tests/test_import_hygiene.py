@@ -58,3 +58,28 @@ def test_json_run_loads_no_ui_modules() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "0", out.stdout
+
+
+def test_no_ui_import_anywhere_below_the_line() -> None:
+    """Also catches imports inside functions, which the module imports above never run."""
+    import ast
+    from pathlib import Path
+
+    import catkeeper
+
+    root = Path(catkeeper.__file__).parent
+    below = [*sorted((root / "backend").rglob("*.py")), root / "model.py", root / "config.py"]
+    offenders = []
+    for path in below:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            offenders += [
+                f"{path.relative_to(root)}:{node.lineno} {name}"
+                for name in names
+                if name.split(".")[0] in ("textual", "rich")
+            ]
+    assert offenders == []
