@@ -192,11 +192,16 @@ def render_text(doc: dict[str, Any]) -> str:
         lines += [f"  {n}" for n in notes]
         for what, scopes in sorted(failed.items()):
             lines.append(f"  failed x{len(scopes)}: {what}")
+        for r in host["results"]:
+            if r["alive"]:  # routed: the replies carried the router's MAC, not the guest's
+                alive = ", ".join(r["alive"])
+                lines.append(f"  {r['scope']} answering behind a router (MAC unknown): {alive}")
     if doc["unmatched"]:
         lines.append(f"{len(doc['unmatched'])} addresses whose MAC is no VM's:")
         lines += [f"  {s['ip']:<20} {s['mac']}  {s['source']}" for s in doc["unmatched"]]
     for c in doc["conflicts"]:
-        lines.append(f"conflict {c['kind']}: {c['key']}: {', '.join(c['claims'])}")
+        seen_from = f" (seen from {c['host']})" if c.get("host") else ""
+        lines.append(f"conflict {c['kind']}: {c['key']}{seen_from}: {', '.join(c['claims'])}")
     return "\n".join(lines) + "\n"
 
 

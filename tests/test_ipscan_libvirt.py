@@ -212,3 +212,19 @@ async def test_real_daemon_failures_are_recorded_per_source(
         assert fleet.find(f"real/{vm.uuid}").ips == ()
     finally:
         await fleet.aclose()
+
+
+def test_scan_cli_text_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from catkeeper.scan_cli import main
+
+    config = tmp_path / "c.yaml"
+    node = tmp_path / "h.xml"
+    node.write_text(node_xml("h", 6, seed=3, running_fraction=1.0, host_id=42))
+    config.write_text(f"hosts:\n  - name: h\n    uri: test://{node}\n")
+    assert main(["--config", str(config), "scan", "--no-sweep"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("h/") and " agent " in out[0] and out[0].endswith("s ago")
+    assert "6 VMs with addresses (6 active, 6 in all)" in out
+    assert main(["--config", str(config), "scan", "--host", "nope"]) == 2
+    assert main(["--config", str(config), "scan", "--subnet", "10.0.0.0/8"]) == 2
+    assert "sweeps stop at" in capsys.readouterr().err
