@@ -79,11 +79,23 @@ class GracefulStop:
 
 
 @dataclass(frozen=True)
+class IpScan:
+    libvirt_interval: float = 60.0  # seconds between background libvirt IP queries (0: off)
+    sweep_interval: float = 0.0  # seconds between background active sweeps (0: off)
+    host_timeout: float = 30.0  # bound on one host's scan
+    max_age: float = 3600.0  # seconds before a sighting is forgotten
+    sweep_timeout: float = 1.0  # seconds a raw-socket sweep waits for answers
+    sweep_wait: float = 1.0  # unprivileged: seconds between the poke and reading the table
+    max_addresses: int = 1024  # the largest subnet catkeeper will sweep
+
+
+@dataclass(frozen=True)
 class Config:
     hosts: tuple[HostConfig, ...]
     source: str  # the file it came from, or "<demo>"
     timing: Timing = field(default_factory=Timing)
     graceful_stop: GracefulStop = field(default_factory=GracefulStop)
+    ipscan: IpScan = field(default_factory=IpScan)
     viewer: tuple[str, ...] | None = None  # argv template; None: first viewer found on PATH
     owner: str | None = None  # reservation owner; None: the login name
     readonly: bool = False
@@ -159,7 +171,9 @@ def demo_config(demo_dir: Path | None = None) -> Config:
 # Parsing: walk the composed node tree (not safe_load's plain objects) so that every
 # error can point at a line, and duplicate keys, which safe_load silently merges, are seen.
 
-_TOP_KEYS = ("hosts", "timing", "graceful_stop", "viewer", "owner", "readonly")
+_TOP_KEYS = ("hosts", "timing", "graceful_stop", "ipscan", "viewer", "owner", "readonly")
+# Numbers for which 0 means "off" rather than nonsense.
+_ZERO_MEANS_OFF = frozenset(("refresh_interval", "libvirt_interval", "sweep_interval"))
 _HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly")
 _SSH_KEYS = ("host", "user", "port", "key", "known_hosts", "accept_unknown_host_key")
 
@@ -177,7 +191,7 @@ _DRIVERS = frozenset(
 _TRANSPORTS = frozenset(("ssh", "libssh", "libssh2", "tcp", "tls", "unix", "ext"))
 _URI_HINT = "expected e.g. qemu+ssh://user@host/system"
 
-_D = TypeVar("_D", Timing, GracefulStop)
+_D = TypeVar("_D", Timing, GracefulStop, IpScan)
 
 
 def parse_config(text: str, path: str) -> Config:
@@ -202,6 +216,7 @@ def parse_config(text: str, path: str) -> Config:
         source=path,
         timing=_numbers(r, top.get("timing"), "timing", Timing()),
         graceful_stop=_numbers(r, top.get("graceful_stop"), "graceful_stop", GracefulStop()),
+        ipscan=_numbers(r, top.get("ipscan"), "ipscan", IpScan()),
         viewer=viewer,
         owner=r.string(top["owner"], "owner") if "owner" in top else None,
         readonly=r.boolean(top["readonly"], "readonly") if "readonly" in top else False,
@@ -321,7 +336,7 @@ def _numbers(r: _Reader, node: Node | None, key: str, default: _D) -> _D:
     for name, vnode in given.items():
         where = _join(key, name)
         v = r.number(vnode, where, integer=kinds[name] == "int")
-        if name == "refresh_interval":  # 0 means: rely on events alone
+        if name in _ZERO_MEANS_OFF:
             if v < 0:
                 r.fail(vnode, where, f"must be >= 0, got {v}")
         elif v <= 0:

@@ -559,3 +559,29 @@ def test_shipped_demo_fleet() -> None:
     config = demo_config()
     assert config.hosts and all(h.uri.startswith("test:///") for h in config.hosts)
     assert all(Path(h.uri.removeprefix("test://")).is_file() for h in config.hosts)
+
+
+def test_ipscan_section(tmp_path: Path) -> None:
+    text = (
+        "hosts:\n  - name: a\n    uri: test:///x\n"
+        "ipscan:\n  sweep_interval: 300\n  max_addresses: 256\n"
+    )
+    cfg = parse_config(text, str(tmp_path / "c.yaml"))
+    assert cfg.ipscan.sweep_interval == 300.0
+    assert cfg.ipscan.max_addresses == 256
+    assert cfg.ipscan.libvirt_interval == 60.0  # default kept
+
+
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        ("ipscan:\n  sweep_interval: -1\n", ":5: ipscan.sweep_interval"),
+        ("ipscan:\n  max_addresses: 1.5\n", ":5: ipscan.max_addresses"),
+        ("ipscan:\n  sweeps: 3\n", ":5: ipscan.sweeps"),
+    ],
+)
+def test_ipscan_errors(tmp_path: Path, body: str, where: str) -> None:
+    path = tmp_path / "c.yaml"
+    with pytest.raises(ConfigError) as info:
+        parse_config("hosts:\n  - name: a\n    uri: test:///x\n" + body, str(path))
+    assert f"{path}{where}" in str(info.value)
