@@ -576,6 +576,77 @@ DEMO_FLEET: tuple[DemoHost, ...] = (
 )
 
 
+# (owner, note, since, until) in UTC ISO form; the expired ones show how catkeeper marks them.
+DEMO_RESERVATIONS: dict[tuple[str, str], tuple[str, str, str, str | None]] = {
+    ("lab1", "debian12-dev-chen"): ("chen", "personal dev box", "2026-09-01T08:00:00Z", None),
+    ("lab1", "rhel9-db"): (
+        "dba-team",
+        "release-test database, please do not reboot",
+        "2026-10-12T09:30:00Z",
+        "2027-06-30T17:00:00Z",
+    ),
+    ("lab1", "opensuse-tw-dev-hiro"): (
+        "hiro",
+        "systemd 257 regression repro",
+        "2026-11-18T10:00:00Z",
+        "2026-12-05T17:00:00Z",
+    ),
+    ("lab1", "sles15-sp6-test-01"): (
+        "farah",
+        "paused mid live-migration test",
+        "2026-11-10T13:00:00Z",
+        "2026-11-20T17:00:00Z",
+    ),
+    ("lab2", "fedora41-kernel-bisect"): (
+        "ines",
+        "bisecting 6.12 NVMe timeout, ~9 steps left",
+        "2026-11-21T16:20:00Z",
+        "2026-11-27T18:00:00Z",
+    ),
+    ("lab2", "ubuntu2404-gitlab"): (
+        "infra",
+        "shared GitLab, ask #infra",
+        "2026-03-02T08:00:00Z",
+        None,
+    ),
+    ("gpu4", "ubuntu2404-cuda-train-02"): (
+        "ml-team",
+        "training run 17, ETA Thursday",
+        "2026-11-22T07:45:00Z",
+        "2026-11-26T12:00:00Z",
+    ),
+    ("build3", "sles15-sp5-build-03"): (
+        "ci",
+        "pinned for the SP5 maintenance update build",
+        "2026-10-01T00:00:00Z",
+        "2026-10-31T00:00:00Z",
+    ),
+}
+_RESERVATION_NS = "https://catkeeper.dev/xmlns/reservation/1"
+
+
+def _demo_reservation(host: str) -> Decorator:
+    """Adds the demo's reservations in the format of catkeeper.backend.reservation_xml."""
+
+    def decorate(name: str, domain: ET.Element) -> None:
+        entry = DEMO_RESERVATIONS.get((host, name))
+        if entry is None:
+            return
+        owner, note, since, until = entry
+        metadata = domain.find("metadata")
+        if metadata is None:
+            metadata = ET.SubElement(domain, "metadata")
+        res = ET.SubElement(metadata, "catkeeper:reservation", revision="1")
+        res.set("xmlns:catkeeper", _RESERVATION_NS)
+        for tag, text in (("owner", owner), ("note", note), ("since", since), ("until", until)):
+            if text is not None:
+                ET.SubElement(res, f"catkeeper:{tag}").text = text
+        changed = ET.SubElement(res, "catkeeper:changed", by=owner, action="reserved")
+        changed.text = since
+
+    return decorate
+
+
 def demo_documents() -> dict[str, str]:
     """File name → text of every demo host's node file."""
     return {
@@ -588,6 +659,7 @@ def demo_documents() -> dict[str, str]:
             profile=spec.profile,
             services=spec.services,
             host_id=spec.host_id,
+            decorate=_demo_reservation(spec.name),
         )
         for spec in DEMO_FLEET
     }
