@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="bound the whole --json run (default: the connect timeout plus the call timeout)",
     )
+    parser.add_argument(
+        "--ips",
+        action="store_true",
+        help="--json: also ask libvirt for guest addresses (agent, lease, arp); one call per "
+        "running VM and source",
+    )
     parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -102,8 +108,12 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
     try:
         doc, code = asyncio.run(
             collect(
-                config, only=args.host, readonly=args.readonly, timeout=timeout,
+                config,
+                only=args.host,
+                readonly=args.readonly,
+                timeout=timeout,
                 vm_filter=vm_filter,
+                ips=args.ips,
             )
         )
     except UnknownHost as exc:

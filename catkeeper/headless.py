@@ -31,6 +31,20 @@ def _unsettled(host: Host, timeout: float) -> Host:
     )
 
 
+async def _libvirt_ips(fleet: Fleet, budget: float) -> None:
+    from catkeeper.backend.ipscan.scheduler import IpScanner
+
+    up = [h.name for h in fleet.hosts() if h.state in (HostState.UP, HostState.DEGRADED)]
+    if not up or budget <= 0:
+        return
+    scanner = IpScanner(fleet, libvirt_interval=0, sweep_interval=0)
+    scanner.attach()
+    # Addresses are extras: a host slow to answer them costs its IPs, never the document.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(scanner.scan(up, sweep=False), budget)
+    await scanner.aclose()
+
+
 async def collect(
     config: Config,
     *,
@@ -38,12 +52,20 @@ async def collect(
     readonly: bool = False,
     timeout: float,
     vm_filter: Callable[[VM], bool] | None = None,
+    ips: bool = False,
 ) -> tuple[dict[str, Any], int]:
-    """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code)."""
+    """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
+
+    With ``ips``, libvirt's own address sources (agent, lease, arp) are asked too, in the
+    time left; active sweeps are ``catkeeper scan``'s job.
+    """
+    started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only)
     await fleet.start()
     try:
         await fleet.wait_settled(timeout)
+        if ips:
+            await _libvirt_ips(fleet, timeout - (time.monotonic() - started))
         hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
         vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
     finally:

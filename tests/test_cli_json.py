@@ -153,3 +153,21 @@ def test_log_goes_to_the_file_not_the_terminal(tmp_path: Path) -> None:
     assert proc.returncode == 3
     assert proc.stderr == ""
     assert "down" in log.read_text()
+
+
+def test_ips_option_adds_libvirt_addresses_with_source(tmp_path: Path) -> None:
+    without = json.loads(run("--demo", "--json").stdout)
+    assert all(vm["ips"] == [] for vm in without["vms"])
+    proc = run("--demo", "--json", "--ips")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    jsonschema.validate(doc, SCHEMA)
+    with_ips = [vm for vm in doc["vms"] if vm["ips"]]
+    # The test driver invents addresses for running guests on its 'default' network.
+    assert with_ips and all(vm["state"] in ("running", "paused") for vm in with_ips)
+    for vm in with_ips:
+        macs = {n["mac"] for n in vm["nics"]}
+        for sighting in vm["ips"]:
+            assert sighting["mac"] in macs
+            assert sighting["source"] in ("agent", "lease", "arp")
+            assert sighting["seen_at"] >= doc["generated_at"] - 60
