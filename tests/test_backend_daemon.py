@@ -92,3 +92,22 @@ async def test_daemon_restart_marks_stale_then_recovers(
         assert stale_views and all(vm.stale for vm in stale_views[0].vms)
     finally:
         await fleet.aclose()
+
+
+async def test_warm_refresh_catches_what_sends_no_event(tcg_domain: DomainFactory) -> None:
+    # libvirt has no event for an autostart change: only the periodic bulk refresh sees it.
+    timing = Timing(connect_timeout=10, call_timeout=15, refresh_interval=0.3)
+    dom = tcg_domain()
+    uuid = dom.UUIDString()
+    fleet = Fleet(fleet_config([("qemu", "qemu:///system")], timing=timing))
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(20)
+        session = fleet.session("qemu")
+        assert session.vms[uuid].autostart is False
+        await asyncio.to_thread(dom.setAutostart, 1)
+        await _until(lambda: session.vms[uuid].autostart, 5)
+        await asyncio.to_thread(dom.setAutostart, 0)
+        await _until(lambda: not session.vms[uuid].autostart, 5)
+    finally:
+        await fleet.aclose()

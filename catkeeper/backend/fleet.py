@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from catkeeper.backend.errors import NotFound
@@ -22,7 +23,12 @@ class UnknownHost(ValueError):
 
 class Fleet:
     def __init__(
-        self, config: Config, *, readonly: bool = False, only: Sequence[str] | None = None
+        self,
+        config: Config,
+        *,
+        readonly: bool = False,
+        only: Sequence[str] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.readonly = readonly or config.readonly
@@ -35,7 +41,9 @@ class Fleet:
         chosen = [h for h in config.hosts if not only or h.name in only]
         self._listeners: list[Listener] = []
         self.sessions: dict[str, HostSession] = {
-            h.name: HostSession(h, config.timing, readonly=self.readonly, emit=self._emit)
+            h.name: HostSession(
+                h, config.timing, readonly=self.readonly, emit=self._emit, clock=clock
+            )
             for h in chosen
         }
 

@@ -29,7 +29,7 @@ from catkeeper.backend.events import (
     VmChanged,
     VmRemoved,
 )
-from catkeeper.backend.inventory import StaticInfo, build_vm, parse_domain_xml
+from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures, parse_domain_xml
 from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
 from catkeeper.backend.worker import HostExecutor
 from catkeeper.config import HostConfig, Timing
@@ -467,8 +467,20 @@ class HostSession:
             info = self._static.get(uuid)
             if info is None:
                 continue
-            vm = self._vm_from(uuid, info, bulk, now)
             old = self.vms.get(uuid)
+            # Most refreshes change nothing: compare the few live figures before building
+            # anything, so 10,000 VMs cost the event loop milliseconds, not half a second.
+            state = bulk.states.get(uuid, VmState.NOSTATE)
+            if (
+                old is not None
+                and not old.stale
+                and old.state == state
+                and old.autostart == (uuid in bulk.autostart)
+                and old.persistent == (uuid in bulk.persistent)
+                and (old.vcpus, old.memory_kib) == live_figures(info, state, bulk.stats.get(uuid))
+            ):
+                continue
+            vm = self._vm_from(uuid, info, bulk, now)
             if old != vm:  # updated_at does not take part in equality
                 self.vms[uuid] = vm
                 self._emit(VmChanged(vm))

@@ -158,6 +158,19 @@ def parse_domain_xml(xml: str, *, secure: bool = False) -> StaticInfo:
     )
 
 
+def live_figures(
+    info: StaticInfo, state: VmState, stats: Mapping[str, Any] | None
+) -> tuple[int, int]:
+    """(vCPUs, memory KiB) as the guest has them now."""
+    if stats and state.is_active:
+        # The live values differ from the XML after hotplug or ballooning.
+        return (
+            int(stats.get("vcpu.current", info.vcpus)),
+            int(stats.get("balloon.current", info.memory_kib)),
+        )
+    return info.vcpus, info.memory_kib
+
+
 def build_vm(
     host: str,
     info: StaticInfo,
@@ -168,11 +181,7 @@ def build_vm(
     stats: Mapping[str, Any] | None = None,
     now: float,
 ) -> VM:
-    vcpus, memory = info.vcpus, info.memory_kib
-    if stats and state.is_active:
-        # The live values differ from the XML after hotplug or ballooning.
-        vcpus = int(stats.get("vcpu.current", vcpus))
-        memory = int(stats.get("balloon.current", memory))
+    vcpus, memory = live_figures(info, state, stats)
     return VM(
         host=host,
         name=info.name,
