@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import importlib
 import os
 import sys
@@ -12,7 +11,9 @@ import time
 from collections.abc import Sequence
 
 from catkeeper import __version__
-from catkeeper.config import Config, ConfigError, load_config
+from catkeeper.config import Config, ConfigError, current_user, load_config
+
+__all__ = ["build_parser", "current_user", "main"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # argparse's own, shared with config errors
@@ -73,16 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
         for command in set(subparsers.choices) - before:
             subparsers.choices[command].set_defaults(command_module=module)
     return parser
-
-
-def current_user(config: Config) -> str:
-    """Who ``owner:me`` means: the configured owner, else the login name."""
-    if config.owner:
-        return config.owner
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry, e.g. in a container
-        return str(os.getuid())
 
 
 def _fail(message: str, code: int) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import getpass
 import ipaddress
 import math
 import os
@@ -25,6 +26,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 DEMO_DIR = Path(__file__).parent / "demo"
 DEMO_SOURCE = "<demo>"
+
+
+def current_user(config: Config) -> str:
+    """Who "me" is (reservation owner, ``owner:me``): the configured owner, else the login."""
+    if config.owner:
+        return config.owner
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry, e.g. in a container
+        return str(os.getuid())
 
 
 class ConfigError(Exception):

@@ -218,7 +218,7 @@ async def _fleet(
 
 def _owner(args: argparse.Namespace, config: Config) -> str:
     """Who the command acts as: ``--owner``, else the configured owner or login name."""
-    from catkeeper.backend.reservations import current_user
+    from catkeeper.config import current_user
 
     if args.owner is None:
         return current_user(config)
@@ -345,7 +345,7 @@ async def _release(args: argparse.Namespace, config: Config) -> int:
 
 
 async def _list(args: argparse.Namespace, config: Config) -> int:
-    from catkeeper.backend.reservations import current_user
+    from catkeeper.config import current_user
 
     text = getattr(args, "filter", None)
     me = current_user(config)

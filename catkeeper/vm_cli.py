@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import getpass
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TextIO
 
-from catkeeper.config import Config
+from catkeeper.config import Config, current_user
 from catkeeper.model import VM, to_jsonable
 
 EXIT_OK = 0
@@ -167,15 +166,6 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-
-
-def _me(config: Config) -> str:
-    if config.owner:
-        return config.owner
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
 
 
 def _err(message: str) -> None:
@@ -394,7 +384,8 @@ async def _delete(fleet: Any, args: argparse.Namespace, config: Config, out: Tex
             raise _Usage(f"--volume {path}: not a storage volume of {vm.ref}")
         volumes.append(path)
     res = vm.reservation
-    reserved = res is not None and res.owner != _me(config) and not res.is_expired(time.time())
+    me = current_user(config)
+    reserved = res is not None and res.owner != me and not res.is_expired(time.time())
     if res is not None and reserved:
         # Typing the name is the confirmation: --yes alone cannot delete someone's VM.
         if args.confirm_name != vm.name:

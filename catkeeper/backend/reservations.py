@@ -39,7 +39,6 @@ the ``until`` people type: ``4h``, ``3d``, ``2026-12-01``, ``2026-12-01T18:00``,
 from __future__ import annotations
 
 import dataclasses
-import getpass
 import logging
 import os
 import random
@@ -61,7 +60,7 @@ from catkeeper.backend.errors import BackendError, CallTimeout, HostUnavailable,
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
 from catkeeper.backend.reservation_xml import LockSlot, Record
-from catkeeper.config import Config
+from catkeeper.config import current_user
 from catkeeper.model import VM, Reservation
 
 log = logging.getLogger(__name__)
@@ -339,16 +338,6 @@ def summary(res: Reservation, now: float, tz: tzinfo | None = None, *, owner: bo
 
 # ---------------------------------------------------------------------------------------
 # Who is asking
-
-
-def current_user(config: Config) -> str:
-    """The reservation owner by default: the configured ``owner``, else the login name."""
-    if config.owner:
-        return config.owner
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name and no passwd entry, e.g. in a container
-        return str(os.getuid())
 
 
 def _client() -> str:
