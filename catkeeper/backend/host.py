@@ -30,6 +30,7 @@ from catkeeper.backend.events import (
     VmRemoved,
 )
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures, parse_domain_xml
+from catkeeper.backend.memory import release_freed_memory
 from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
 from catkeeper.backend.worker import HostExecutor
 from catkeeper.config import HostConfig, Timing
@@ -452,6 +453,11 @@ class HostSession:
         self.vms = {u: self._vm_from(u, i, bulk, now) for u, i in infos.items()}
         self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
         self._host_answered(bulk, now)
+        # Off the loop: trimming a large heap takes a few milliseconds.
+        with contextlib.suppress(Exception):
+            await self._submit(
+                release_freed_memory, timeout=self.timing.call_timeout, what="trimming memory"
+            )
 
     async def _warm_refresh(self) -> None:
         self._degraded_reason = None
