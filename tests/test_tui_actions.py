@@ -47,7 +47,7 @@ async def test_state_changing_actions(
         assert not app._notifications  # no error toast
 
 
-@pytest.mark.parametrize("key", ["r", "R"], ids=["reboot", "reset"])
+@pytest.mark.parametrize("key", ["b", "B"], ids=["reboot", "reset"])
 async def test_reboot_and_reset_ask_first_and_keep_it_running(tmp_path: Path, key: str) -> None:
     app = make_app(fleet_config(tmp_path))
     async with app.run_test(size=(120, 30)) as pilot:
@@ -173,7 +173,7 @@ async def test_graceful_stop_can_be_cancelled_or_forced(tcg_domain: DomainFactor
         await until(lambda: key in table._progress, what="the ACPI stage")
         row = table.render_line(1 + table.cursor_row - round(table.scroll_y)).text
         assert "acpi 6" in row  # the countdown, 60 s or just under
-        await pilot.press("c")
+        await pilot.press("C")
         await until(lambda: key not in app.stops, what="the stop cancelled")
         assert any("cancelled" in n.message for n in app._notifications)
         assert state_of(app, name) == "running"

@@ -1,4 +1,8 @@
-"""Ask before anything that interrupts a guest; one dialog lists every VM it applies to."""
+"""Ask before anything that interrupts a guest; one dialog lists every VM it applies to.
+
+VMs someone else has reserved are named with their holder and note, so nobody stops a
+colleague's machine without being told whose it is.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,34 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
 from catkeeper.model import VM
+from catkeeper.widgets import format as fmt
 
 _LISTED = 8  # more than this and the dialog says "and N more"
+
+
+def held_text(vms: Sequence[VM], now: float) -> Text:
+    """ "Reserved by someone else" lines: VM, owner, note and how long it is still held."""
+    text = Text()
+    text.append(
+        "Reserved by someone else:\n" if len(vms) > 1 else "Reserved by someone else: ",
+        "bold yellow",
+    )
+    for vm in vms[:_LISTED]:
+        res = vm.reservation
+        if res is None:
+            continue
+        if len(vms) > 1:
+            text.append(f"  {vm.ref}: ", "bold")
+        text.append(res.owner, "bold yellow")
+        if res.note:
+            text.append(f" ({res.note})")
+        ends = fmt.until(res, now)
+        text.append(", no end set" if ends == "open" else f", for {ends} more", "dim")
+        text.append("\n")
+    if len(vms) > _LISTED:
+        text.append(f"  … and {len(vms) - _LISTED} more\n", "italic")
+    text.rstrip()
+    return text
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -28,6 +58,7 @@ class ConfirmScreen(ModalScreen[bool]):
     }
     ConfirmScreen #question { text-style: bold; width: 100%; margin: 0 0 1 0; }
     ConfirmScreen #targets { height: auto; max-height: 10; }
+    ConfirmScreen #held { margin: 1 0 0 0; }
     ConfirmScreen Horizontal { height: auto; align-horizontal: right; margin: 1 0 0 0; }
     ConfirmScreen Button { margin: 0 0 0 2; min-width: 10; }
     """
@@ -36,17 +67,33 @@ class ConfirmScreen(ModalScreen[bool]):
         Binding("n,escape", "answer(False)", "No"),
     ]
 
-    def __init__(self, verb: str, vms: Sequence[VM], *, detail: str = "") -> None:
+    def __init__(
+        self,
+        verb: str,
+        vms: Sequence[VM],
+        *,
+        detail: str = "",
+        held: Sequence[VM] = (),
+        now: float = 0.0,
+        question: str | None = None,
+        yes_label: str | None = None,
+    ) -> None:
+        """``held``: the VMs among ``vms`` that someone else has reserved (named, with
+        their holder and note); ``question``/``yes_label`` replace "VERB VM?" and "VERB"."""
         super().__init__()
         self.verb = verb
         self.vms = list(vms)
         self.detail = detail
+        self.held = list(held)
+        self.now = now
+        self.question = question
+        self.yes_label = yes_label
 
     def compose(self) -> ComposeResult:
         count = len(self.vms)
         what = self.vms[0].ref if count == 1 else f"{count} VMs"
         with Vertical():
-            yield Label(f"{self.verb} {what}?", id="question")
+            yield Label(self.question or f"{self.verb} {what}?", id="question")
             if count > 1:
                 listing = Text()
                 for vm in self.vms[:_LISTED]:
@@ -57,9 +104,12 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Static(listing, id="targets")
             if self.detail:
                 yield Static(self.detail, id="detail")
+            if self.held:
+                yield Static(held_text(self.held, self.now), id="held")
+            yes = self.yes_label or (f"{self.verb} anyway" if self.held else self.verb)
             with Horizontal():
                 yield Button("Cancel (n)", id="no", variant="default")
-                yield Button(f"{self.verb} (y)", id="yes", variant="error")
+                yield Button(f"{yes} (y)", id="yes", variant="error")
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()

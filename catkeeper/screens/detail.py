@@ -1,9 +1,12 @@
-"""``enter`` on a row: everything about one VM, live, and its domain XML on ``x``."""
+"""``enter`` on a row: everything about one VM, live, and its domain XML on ``x``.
+
+Guest addresses are listed as every source reported them (agent, lease, sweeps, …) with
+their age, and addresses or MACs that look claimed twice are flagged, never hidden."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar
 
 from rich.console import Group, RenderableType
@@ -17,11 +20,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
-from catkeeper.model import VM, Host, VmState
+from catkeeper.backend.ipbook import MAC_ON_TWO_HOSTS, IpConflict
+from catkeeper.backend.ipscan.results import normalize_mac
+from catkeeper.model import VM, Host, IpSighting, VmState
 from catkeeper.screens.messages import FleetUpdated, StopProgressed
 from catkeeper.widgets import format as fmt
 
 XmlFetcher = Callable[[VM], Awaitable[str]]
+SightingsOf = Callable[[str], Sequence[IpSighting]]  # MAC → every source's sightings
+Conflicts = Callable[[], Sequence[IpConflict]]
 
 
 def _section(title: str, body: RenderableType) -> Group:
@@ -35,14 +42,61 @@ def _grid() -> Table:
     return table
 
 
+def _mine(conflict: IpConflict, vm: VM, macs: set[str]) -> bool:
+    if conflict.kind == MAC_ON_TWO_HOSTS:
+        return conflict.key in macs
+    if conflict.host is not None and conflict.host != vm.host:
+        return False  # the same private address on another host's network is no clash
+    return any(claim.split(" ", 1)[0] in macs for claim in conflict.claims)
+
+
+def addresses_table(
+    vm: VM, sightings: Sequence[IpSighting], conflicts: Sequence[IpConflict], now: float
+) -> RenderableType:
+    """Every address of the VM, per source, with its age; conflicts flagged in red."""
+    macs = {m for nic in vm.nics if (m := normalize_mac(nic.mac))}
+    mine = [c for c in conflicts if _mine(c, vm, macs)]
+    clashing = {c.key for c in mine}
+    if not sightings and not mine:
+        return Text("none seen yet (i looks now, I scans the host)", "dim")
+    table = Table(box=None, padding=(0, 2), show_edge=False, header_style="bold")
+    for col in ("IP", "MAC", "SOURCE", "SEEN"):
+        table.add_column(col)
+    for s in sightings:
+        ip = f"{s.ip}/{s.prefix}" if s.prefix is not None else s.ip
+        flagged = s.ip in clashing or s.mac in clashing
+        table.add_row(
+            Text(ip, style="bold red" if flagged else ""),
+            s.mac,
+            s.source,
+            f"{fmt.duration(now - s.seen_at)} ago",
+        )
+    if not mine:
+        return table
+    warn = Text()
+    for c in mine:
+        if c.kind == MAC_ON_TWO_HOSTS:
+            warn.append(f"! MAC {c.key} is on VMs of two hosts: {', '.join(c.claims)}\n", "red")
+        else:
+            where = f" on {c.host}" if c.host else ""
+            warn.append(f"! {c.key} is claimed by two MACs{where}: {', '.join(c.claims)}\n", "red")
+    warn.rstrip()
+    return Group(table, warn) if sightings else warn
+
+
 def describe_vm(
     vm: VM,
     host: Host | None,
     history: list[tuple[float, VmState]],
     now: float,
     stage: str | None = None,
+    sightings: Sequence[IpSighting] | None = None,
+    conflicts: Sequence[IpConflict] = (),
 ) -> Group:
-    """The detail page as one renderable (pure: easy to test and to snapshot)."""
+    """The detail page as one renderable (pure: easy to test and to snapshot).
+
+    ``sightings``: every source's sightings of the VM's MACs (default: the freshest per
+    address, as the VM carries them)."""
     ident = _grid()
     ident.add_row("Name", vm.name)
     ident.add_row("UUID", vm.uuid)
@@ -97,11 +151,7 @@ def describe_vm(
     for col in ("MAC", "TYPE", "SOURCE", "MODEL", "TARGET", "IPS"):
         nics.add_column(col)
     for nic in vm.nics:
-        seen = [
-            f"{s.ip} ({s.source}, {fmt.duration(now - s.seen_at)} ago)"
-            for s in vm.ips
-            if s.mac.lower() == nic.mac.lower()
-        ]
+        seen = list(dict.fromkeys(s.ip for s in vm.ips if s.mac.lower() == nic.mac.lower()))
         nics.add_row(
             nic.mac,
             nic.type,
@@ -130,6 +180,10 @@ def describe_vm(
         _section("Reservation", res),
         _section("State history (since catkeeper started)", hist),
         _section("Network interfaces", nics if vm.nics else Text("none")),
+        _section(
+            "Addresses (every source, newest first)",
+            addresses_table(vm, vm.ips if sightings is None else sightings, conflicts, now),
+        ),
         _section("Graphics", gfx),
         _section("Disks", disks if vm.disks else Text("none")),
     )
@@ -146,6 +200,7 @@ class DetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("x", "toggle_xml", "Domain XML"),
+        Binding("ctrl+s", "snapshots", "Snapshots", key_display="^s"),
     ]
 
     def __init__(
@@ -157,6 +212,8 @@ class DetailScreen(Screen[None]):
         history: list[tuple[float, VmState]],
         fetch_xml: XmlFetcher,
         clock: fmt.Clock = time.time,
+        sightings: SightingsOf | None = None,
+        conflicts: Conflicts | None = None,
     ) -> None:
         super().__init__()
         self.key = key
@@ -165,6 +222,8 @@ class DetailScreen(Screen[None]):
         self.history = history  # the store's own list: it grows as events arrive
         self._fetch_xml = fetch_xml
         self._clock = clock
+        self._sightings = sightings
+        self._conflicts = conflicts
         self._stage: str | None = None
         self._xml_worker: Worker[None] | None = None
         self._xml_loaded = False
@@ -196,7 +255,14 @@ class DetailScreen(Screen[None]):
         if self.vm.stale:
             title.append("  stale", "italic dim")
         self.query_one("#title", Static).update(title)
-        body = describe_vm(self.vm, self.host, self.history, self._clock(), self._stage)
+        seen: list[IpSighting] | None = None
+        if self._sightings is not None:
+            seen = [s for nic in self.vm.nics for s in self._sightings(nic.mac)]
+            seen.sort(key=lambda s: (-s.seen_at, s.ip, s.source))
+        conflicts = self._conflicts() if self._conflicts is not None else ()
+        body = describe_vm(
+            self.vm, self.host, self.history, self._clock(), self._stage, seen, conflicts
+        )
         self.query_one("#info", Static).update(body)
 
     def on_fleet_updated(self, message: FleetUpdated) -> None:
@@ -218,6 +284,12 @@ class DetailScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+    def action_snapshots(self) -> None:
+        from catkeeper.app import CatkeeperApp
+
+        if isinstance(self.app, CatkeeperApp):
+            self.app.open_snapshots(self.vm)
 
     def action_toggle_xml(self) -> None:
         self.toggle_class("-xml")

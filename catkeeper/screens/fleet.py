@@ -75,6 +75,8 @@ class FleetScreen(Screen[None]):
         self.status = StatusLine(id="status")
         self._filter_text = ""
         self.seen_serial = 0
+        # Background work in progress (IP scans, creations, clones): key → one short line.
+        self.activities: dict[str, str] = {}
 
     @property
     def ck_app(self) -> CatkeeperApp:
@@ -196,6 +198,17 @@ class FleetScreen(Screen[None]):
 
     # ---- status -------------------------------------------------------------------------
 
+    def set_activity(self, key: str, text: str | None) -> None:
+        """Show (``text``) or drop (None) one piece of background work in the status line."""
+        if text is None:
+            if self.activities.pop(key, None) is None:
+                return
+        elif self.activities.get(key) == text:
+            return
+        else:
+            self.activities[key] = text
+        self.refresh_status()
+
     def refresh_status(self) -> None:
         table = self.table
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -213,6 +226,8 @@ class FleetScreen(Screen[None]):
         waiting = [h for h in self._hosts.values() if shown(h) is HostState.CONNECTING]
         if waiting:
             text.append(f" · connecting to {len(waiting)} host(s)…", "yellow")
+        for activity in self.activities.values():
+            text.append(f" · {activity}", "cyan")
         vm = table.cursor_vm
         if vm is not None:
             host = self._hosts.get(vm.host)

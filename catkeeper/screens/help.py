@@ -24,6 +24,12 @@ COMMANDS_HELP = (
     (":sort COLUMN", "sort by host, name, state, vcpus, memory, ips, owner, until, note"),
     (":vm NAME", "jump to a VM"),
     (":ACTION", "start, stop, shutdown, reboot, reset, destroy, suspend, resume"),
+    (":reserve / :release", "the reservation form / end a reservation"),
+    (":rename NEWNAME", "rename the VM under the cursor (shut off)"),
+    (":clone NEWNAME [overlay]", "copy it (its disks copied, or qcow2 overlays)"),
+    (":scan [host]", "find the VM's IPs (or every IP on its host)"),
+    (":console / :serial", "graphical console / serial console output"),
+    (":edit / :create / :delete", "edit the XML / new VM / delete the VM"),
     (":readonly", "refuse every change from now on"),
     (":quit", "leave"),
 )
@@ -88,7 +94,11 @@ class HelpScreen(ModalScreen[None]):
             yield Static(Text(_grammar()))
             if self.readonly:
                 yield Static(
-                    Text("Read-only: lifecycle actions are hidden and refused.", "bold red")
+                    Text(
+                        "Read-only: everything that changes a VM (lifecycle, reservations, "
+                        "edit, create, delete, rename, clone, snapshots) is refused.",
+                        "bold red",
+                    )
                 )
 
     def action_close(self) -> None:

@@ -16,6 +16,21 @@ if TYPE_CHECKING:
 # only names containing the typed text are scored.
 _FUZZY_LIMIT = 2000
 _VM_HITS = 50
+# (palette text, help, app action): actions that change VMs (not in read-only mode) …
+_CHANGES = (
+    ("Reserve VM…", "Reserve it, edit your reservation or take one over", "reserve"),
+    ("Release reservation", "End the VM's reservation (asks first)", "release"),
+    ("Edit XML", "Edit the domain XML in $EDITOR, see the diff, apply", "edit_xml"),
+    ("New VM…", "Create a VM from an image, cloud image, network install or ISO", "create"),
+    ("Delete VM…", "Undefine the VM and choose which volumes go too", "delete"),
+)
+# … and those that only look.
+_LOOKS = (
+    ("Open console", "VNC/SPICE viewer, or how to connect from your machine", "console"),
+    ("Serial console", "The VM's serial console output", "serial"),
+    ("Find IPs of VM", "Ask libvirt (agent, lease, arp) now, sweep if nothing", "scan_vm"),
+    ("Find IPs on host", "Every source for every VM of the host, sweeps included", "scan_host"),
+)
 
 
 class FleetCommands(Provider):
@@ -45,6 +60,22 @@ class FleetCommands(Provider):
                     partial(app.cancel_stops),
                 )
             )
+            for text, help_text, name in _CHANGES:
+                out.append((text, help_text, partial(app.vm_action, name)))
+            out += [
+                (
+                    "Rename VM…",
+                    "Type :rename NEWNAME (the VM must be shut off)",
+                    partial(app.open_prompt, "command", "rename "),
+                ),
+                (
+                    "Clone VM…",
+                    "Type :clone NEWNAME [overlay]",
+                    partial(app.open_prompt, "command", "clone "),
+                ),
+            ]
+        for text, help_text, name in _LOOKS:
+            out.append((text, help_text, partial(app.vm_action, name)))
         out += [
             ("Filter…", "Open the / filter bar", partial(app.open_prompt, "filter")),
             ("Command…", "Open the : command line", partial(app.open_prompt, "command")),

@@ -96,6 +96,10 @@ class SnapshotsScreen(ModalScreen[None]):
         self.vm = vm
         self.items: list[snapshots.Snapshot] = []
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # The app's read-only mode (the backend refuses too): only looking is allowed.
+        return not (action in ("new", "revert", "delete") and getattr(self.app, "readonly", False))
+
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Label(f"Snapshots of {self.vm.ref}", id="title")

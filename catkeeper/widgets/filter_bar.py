@@ -69,8 +69,9 @@ class FilterBar(Horizontal):
     def is_open(self) -> bool:
         return self.has_class("-open")
 
-    def open(self, mode: Mode) -> None:
-        """Show the bar in ``mode`` and focus it; a filter reopens with its current text."""
+    def open(self, mode: Mode, text: str = "") -> None:
+        """Show the bar in ``mode`` and focus it; a filter reopens with its current text, a
+        command starts with ``text`` (the palette's "Rename VM…" gives ``rename ``)."""
         if self.mode == "filter" and mode == "command":
             self._filter_text = self.input.value
         self.mode = mode
@@ -78,8 +79,10 @@ class FilterBar(Horizontal):
         entry = self.input
         with entry.prevent(Input.Changed):
             if mode == "command":
-                entry.placeholder = "command: host NAME, filter EXPR, sort COLUMN, readonly, quit"
-                entry.value = ""
+                entry.placeholder = (
+                    "command: host NAME, filter EXPR, sort COLUMN, rename NAME, clone NAME, quit"
+                )
+                entry.value = text
             else:
                 entry.placeholder = "filter: words host: state: owner:me reserved: !negate"
                 entry.value = self._filter_text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from catkeeper.backend.ipbook import best_ip
 from catkeeper.model import VM, Reservation, VmState
 
 # Rich colour names per state; the rest of the row takes the theme's colours.
@@ -69,11 +70,8 @@ def note(vm: VM) -> str:
 
 
 def ips(vm: VM) -> str:
-    seen: list[str] = []
-    for sighting in vm.ips:
-        if sighting.ip not in seen:
-            seen.append(sighting.ip)
-    return ",".join(seen) if seen else "-"
+    """The IP column: the one best address (IPv4 first); the detail screen lists them all."""
+    return best_ip(vm) or "-"
 
 
 def latency(ms: float | None) -> str:

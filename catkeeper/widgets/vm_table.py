@@ -562,8 +562,14 @@ class VmTable(ScrollView, can_focus=True):
         over = styles["cursor"] if cursor else None
         now = self._clock()
         until: tuple[str, Style | None] = (fmt.until(vm.reservation, now), None)
+        owner: tuple[str, Style | None] = (fmt.owner(vm), None)
+        note: tuple[str, Style | None] = (fmt.note(vm), None)
         if vm.reservation is not None and vm.reservation.is_expired(now):
+            # Expired: still shown (nothing is deleted silently), dimmed, and said so, in
+            # the owner cell too when the terminal is too narrow for the UNTIL column.
             until = ("expired", _EXPIRED)
+            owner_text = owner[0] if "until" in self._widths else f"{owner[0]} (exp)"
+            owner, note = (owner_text, _DIM), (note[0], _DIM)
         cells: dict[str, tuple[str, Style | None]] = {
             "mark": ("●" if marked else " ", None),
             "host": (vm.host, None),
@@ -572,9 +578,9 @@ class VmTable(ScrollView, can_focus=True):
             "vcpus": (str(vm.vcpus), None),
             "memory": (fmt.memory(vm.memory_kib), None),
             "ips": (fmt.ips(vm), None),
-            "owner": (fmt.owner(vm), None),
+            "owner": owner,
             "until": until,
-            "note": (fmt.note(vm), None),
+            "note": note,
         }
         segments: list[Segment] = []
         fill = base + over if over is not None else base
