@@ -7,11 +7,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from catkeeper.app import CatkeeperApp
-from catkeeper.config import Config, GracefulStop, HostConfig
+from catkeeper.backend.ipscan import libvirt_source
+from catkeeper.config import Config, GracefulStop, HostConfig, IpScan
 
 # 2027-01-15 12:00 UTC: reservations below end before or after it.
 FROZEN_NOW = 1_800_000_000.0
+# 2026-11-23 12:00 UTC, for the demo fleet: two of its eight reservations have expired.
+DEMO_NOW = 1_795_435_200.0
+# No background IP scans: a test that wants addresses asks for them (or turns them on).
+NO_BACKGROUND_SCANS = IpScan(libvirt_interval=0.0)
 RUNNING, PAUSED, SHUTOFF = 1, 3, 5
 NS = "https://catkeeper.dev/xmlns/reservation/1"
 
@@ -119,6 +126,7 @@ def fleet_config(
     readonly: bool = False,
     acpi_wait: float = 60.0,
     ctrl_alt_del_wait: float = 30.0,
+    ipscan: IpScan = NO_BACKGROUND_SCANS,
 ) -> Config:
     hosts = [
         HostConfig("alpha", f"test://{node_file(tmp_path, 'alpha', ALPHA)}"),
@@ -131,7 +139,16 @@ def fleet_config(
         source=str(tmp_path / "config.yaml"),
         readonly=readonly,
         graceful_stop=GracefulStop(acpi_wait=acpi_wait, ctrl_alt_del_wait=ctrl_alt_del_wait),
+        ipscan=ipscan,
     )
+
+
+def freeze_ip_clock(monkeypatch: pytest.MonkeyPatch, now: float = FROZEN_NOW) -> None:
+    """Sightings dated by the frozen clock the app (and its IP book) runs on; else the book
+    would judge today's sightings against a frozen "now" and drop or age them."""
+    kwdefaults = libvirt_source.libvirt_sightings.__kwdefaults__
+    assert kwdefaults is not None and "clock" in kwdefaults
+    monkeypatch.setitem(kwdefaults, "clock", lambda: now)
 
 
 def make_app(config: Config, **kwargs: object) -> CatkeeperApp:
