@@ -1,8 +1,10 @@
 """What a person sees, at 80x24 (ssh into a jump box) and 160x50, with every clock frozen.
 
 The backend's own clock (error ages, last-seen times) is frozen through HostSession's
-``clock`` default, the app's through its ``clock`` argument, latency through the injected
-formatter, and history times are printed in UTC.
+``clock`` default, the app's (and its IP book's) through its ``clock`` argument, IP
+sightings through the libvirt source's ``clock`` default, latency through the injected
+formatter, and history times are printed in UTC. "Now" is 2026-11-23 12:00 UTC: six of the
+demo fleet's eight reservations are active, two have expired.
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from textual.pilot import Pilot
 from catkeeper.app import CatkeeperApp
 from catkeeper.backend.host import HostSession
 from catkeeper.config import DEMO_DIR, Config, HostConfig, Timing, demo_config
-from tests.tui_support import FROZEN_NOW, UNREACHABLE_URI, make_app
+from catkeeper.screens.store import vm_key
+from tests.tui_support import (
+    DEMO_NOW,
+    NO_BACKGROUND_SCANS,
+    UNREACHABLE_URI,
+    freeze_ip_clock,
+    make_app,
+)
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 50), id="160x50")]
 Snap = Callable[..., bool]
@@ -30,7 +39,8 @@ Snap = Callable[..., bool]
 def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
     kwdefaults = HostSession.__init__.__kwdefaults__
     assert kwdefaults is not None and "clock" in kwdefaults
-    monkeypatch.setitem(kwdefaults, "clock", lambda: FROZEN_NOW)
+    monkeypatch.setitem(kwdefaults, "clock", lambda: DEMO_NOW)
+    freeze_ip_clock(monkeypatch, DEMO_NOW)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
 
@@ -50,7 +60,11 @@ def demo(*, unreachable: bool = False) -> CatkeeperApp:
         hosts = (*hosts, HostConfig("lab9", UNREACHABLE_URI))
     # No retry during the snapshot: the strip would show the same, but the run ends sooner.
     timing = Timing(backoff_initial=600, backoff_max=600)
-    return make_app(Config(hosts=hosts, source=config.source, timing=timing))
+    # IPs come from one scan in ``settled`` rather than a background loop racing the picture.
+    return make_app(
+        Config(hosts=hosts, source=config.source, timing=timing, ipscan=NO_BACKGROUND_SCANS),
+        clock=lambda: DEMO_NOW,
+    )
 
 
 def settled(*keys: str, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None) -> Any:
@@ -59,6 +73,8 @@ def settled(*keys: str, then: Callable[[Pilot[Any]], Awaitable[None]] | None = N
     async def run_before(pilot: Pilot[Any]) -> None:
         app = pilot.app
         assert isinstance(app, CatkeeperApp)
+        await app.wait_idle(15)
+        await app.ipscan.scan(sweep=False)  # what the first background scan finds
         await app.wait_idle(15)
         await pilot.pause()
         if keys:
@@ -117,3 +133,59 @@ def test_host_unreachable(snap_compare: Snap, size: tuple[int, int]) -> None:
     assert snap_compare(
         demo(unreachable=True), terminal_size=size, run_before=settled(then=focus_the_dead_host)
     )
+
+
+def _cursor_to(host: str, name: str) -> Callable[[Pilot[Any]], Awaitable[None]]:
+    async def move(pilot: Pilot[Any]) -> None:
+        app = pilot.app
+        assert isinstance(app, CatkeeperApp)
+        vm = app.fleet.find(f"{host}/{name}")
+        assert app.fleet_screen.table.move_cursor_to(vm_key(vm))
+        await pilot.pause()
+
+    return move
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_reserved_and_expired_rows(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """Every reserved VM: owner, until, note; the two expired ones dimmed and marked."""
+    keys = ("slash", *"!reserved:no", "enter")
+    assert snap_compare(demo(), terminal_size=size, run_before=settled(*keys))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_detail_addresses(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """A running VM's addresses, one line per source, with their age."""
+
+    async def open_it(pilot: Pilot[Any]) -> None:
+        await _cursor_to("lab2", "fedora41-kernel-bisect")(pilot)
+        await pilot.press("enter")
+        await pilot.pause()
+        if size[1] < 30:  # bring the Addresses section into view
+            await pilot.press("tab")
+            for _ in range(16):
+                await pilot.press("down")
+
+    assert snap_compare(demo(), terminal_size=size, run_before=settled(then=open_it))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_reservation_form(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """``r`` on a VM someone else holds: the form says whose it is and offers a take-over."""
+
+    async def open_it(pilot: Pilot[Any]) -> None:
+        await _cursor_to("lab2", "fedora41-kernel-bisect")(pilot)
+        await pilot.press("r")
+
+    assert snap_compare(demo(), terminal_size=size, run_before=settled(then=open_it))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_stop_someone_elses_vm(snap_compare: Snap, size: tuple[int, int]) -> None:
+    """The confirmation names the holder and the note."""
+
+    async def stop_it(pilot: Pilot[Any]) -> None:
+        await _cursor_to("lab2", "fedora41-kernel-bisect")(pilot)
+        await pilot.press("S")
+
+    assert snap_compare(demo(), terminal_size=size, run_before=settled(then=stop_it))
