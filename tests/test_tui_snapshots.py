@@ -20,6 +20,7 @@ import pytest
 from textual.pilot import Pilot
 
 from catkeeper.app import CatkeeperApp
+from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
 from catkeeper.config import DEMO_DIR, Config, HostConfig, Timing, demo_config
 from catkeeper.screens.store import vm_key
@@ -61,10 +62,10 @@ def demo(*, unreachable: bool = False) -> CatkeeperApp:
     # No retry during the snapshot: the strip would show the same, but the run ends sooner.
     timing = Timing(backoff_initial=600, backoff_max=600)
     # IPs come from one scan in ``settled`` rather than a background loop racing the picture.
-    return make_app(
-        Config(hosts=hosts, source=config.source, timing=timing, ipscan=NO_BACKGROUND_SCANS),
-        clock=lambda: DEMO_NOW,
-    )
+    config = Config(hosts=hosts, source=config.source, timing=timing, ipscan=NO_BACKGROUND_SCANS)
+    # The fleet hands its clock to every HostSession (error ages in the host strip).
+    fleet = Fleet(config, clock=lambda: DEMO_NOW)
+    return make_app(config, clock=lambda: DEMO_NOW, fleet=fleet)
 
 
 def settled(*keys: str, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None) -> Any:
