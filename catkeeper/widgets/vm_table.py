@@ -464,11 +464,9 @@ class VmTable(ScrollView, can_focus=True):
             widths["owner"] = 11
         name_w = min(max(cw.get("name", 4), 4), rest)
         note_w = rest - name_w - 1
-        if note_w < 8 and cw.get("note", 0) > 0:
-            # Give the note a little room: a truncated note beats none.
-            name_w = max(12, rest - 9)
-            note_w = rest - name_w - 1
-        if note_w < 4:  # a note column too narrow to read is noise: give it to the name
+        # Names come first: rows that cannot be told apart are worse than a hidden note,
+        # which the detail screen shows anyway. A note column too narrow to read is noise.
+        if note_w < 6:
             name_w, note_w = rest, 0
         widths["name"] = name_w
         widths["note"] = note_w
