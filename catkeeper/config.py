@@ -80,7 +80,7 @@ class Timing:
     backoff_max: float = 60.0  # reconnect delays double up to this
     keepalive_interval: int = 5  # libvirt keepalive, where the driver supports it
     keepalive_count: int = 3
-    workers_per_host: int = 4  # threads per host for parallel per-domain calls
+    workers_per_host: int = 8  # threads per host for parallel per-domain calls (bench/remote)
 
 
 @dataclass(frozen=True)
