@@ -295,3 +295,28 @@ def test_per_vm_sources_never_take_an_address_from_another_vm() -> None:
     assert [x.ip for x in book.sightings_for(MAC_A)] == ["192.168.100.10"]
     assert [x.ip for x in book.sightings_for(MAC_B)] == ["192.168.100.10"]
     assert [c.kind for c in book.conflicts([])] == [IP_ON_TWO_MACS]
+
+
+def test_dirty_macs_name_exactly_what_changed() -> None:
+    clock = Clock(2000.0)
+    book = IpBook(clock=clock, max_age=600)
+    book.add([s(MAC_A, "10.0.0.5", "lease", 1900.0), s(MAC_B, "10.0.0.6", "lease", 1900.0)])
+    assert book.take_dirty() == {MAC_A, MAC_B}
+    assert book.take_dirty() == set()
+    book.add([s(MAC_A, "10.0.0.5", "lease", 1900.0)])  # nothing new
+    assert book.take_dirty() == set()
+    book.add([s(MAC_B, "10.0.0.7", "agent", 1950.0)])
+    assert book.take_dirty() == {MAC_B}
+    clock.now = 2560.0  # MAC_A's and MAC_B's lease sightings are now too old
+    assert book.prune()
+    assert book.take_dirty() == {MAC_A, MAC_B}
+
+
+def test_normalize_mac_fast_path_agrees_with_the_slow_one() -> None:
+    from catkeeper.backend.ipscan.results import normalize_mac
+
+    assert normalize_mac("52:54:00:0a:0b:0c") == "52:54:00:0a:0b:0c"
+    assert normalize_mac("52:54:0:A:b:C") == "52:54:00:0a:0b:0c"
+    assert normalize_mac("52-54-00-0A-0B-0C") == "52:54:00:0a:0b:0c"
+    assert normalize_mac("00:00:00:00:00:00") is None
+    assert normalize_mac("52:54:00:0a:0b") is None

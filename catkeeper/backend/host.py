@@ -598,9 +598,12 @@ class HostSession:
     def _decorated(self, vm: VM) -> VM:
         return self.decorate(vm) if self.decorate is not None else vm
 
-    def redecorate(self) -> None:
-        """Apply ``decorate`` again to every VM (after new IP sightings, say); emit changes."""
+    def redecorate(self, where: Callable[[VM], bool] | None = None) -> None:
+        """Apply ``decorate`` again to every VM (or those ``where`` picks), after new IP
+        sightings, say; emit changes."""
         for uuid, vm in list(self.vms.items()):
+            if where is not None and not where(vm):
+                continue
             new = self._decorated(vm)
             if new != vm:
                 self.vms[uuid] = new

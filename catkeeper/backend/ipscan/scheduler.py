@@ -45,7 +45,7 @@ LIBVIRT = "libvirt"
 SWEEP = "sweep"
 DONE = "done"
 _LOCAL_NAMES = frozenset({"", "localhost", "127.0.0.1", "::1"})
-_REDECORATE_DELAY = 0.1  # coalesce a burst of results into one pass over the VMs
+_REDECORATE_DELAY = 0.3  # coalesce a burst of results into one pass over the VMs
 
 
 @dataclass(frozen=True)
@@ -211,10 +211,13 @@ class IpScanner:
         if self._redecorate_handle is not None:
             self._redecorate_handle.cancel()
             self._redecorate_handle = None
-        # Any host's sweep may see any host's guests (shared segments): redecorate them all;
-        # sessions emit VmChanged only for rows that really changed.
+        # Any host's sweep may see any host's guests (shared segments), so every session is
+        # asked, but only about the VMs with a NIC whose addresses changed.
+        dirty = self.book.take_dirty()
+        if not dirty:
+            return
         for session in self.fleet.sessions.values():
-            session.redecorate()
+            session.redecorate(lambda vm: any(nic.mac in dirty for nic in vm.nics))
 
     def _report(self, progress: Progress | None, event: ScanProgress) -> None:
         for fn in (progress, self.progress):
