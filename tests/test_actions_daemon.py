@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import libvirt
 import pytest
@@ -16,37 +15,15 @@ import pytest
 from catkeeper.backend import actions
 from catkeeper.backend.actions import ActionError, GracefulStop, StopProgress
 from catkeeper.backend.fleet import Fleet
-from catkeeper.config import Config, HostConfig, Timing
-from catkeeper.model import VM, VmState
-from tests.daemons import DomainFactory, LibvirtDaemon
+from catkeeper.model import VmState
+from tests.daemons import DomainFactory
+from tests.vmops_support import HOST, vm_of
+from tests.vmops_support import fleet_fixture as fleet_fixture  # the real-libvirtd `fleet`
 
 pytestmark = pytest.mark.daemon
 
-HOST = "qemu"
 ACPI_WAIT = 1.5
 CAD_WAIT = 1.5
-
-
-@pytest.fixture
-async def fleet(libvirtd: LibvirtDaemon) -> AsyncIterator[Fleet]:
-    config = Config(
-        hosts=(HostConfig(name=HOST, uri=libvirtd.uri),),
-        source="<test>",
-        timing=Timing(connect_timeout=10, call_timeout=30, refresh_interval=0),
-    )
-    f = Fleet(config)
-    await f.start()
-    try:
-        assert await f.wait_settled(30)
-        yield f
-    finally:
-        await f.aclose()
-
-
-async def vm_of(fleet: Fleet, dom: libvirt.virDomain) -> VM:
-    vm = await fleet.session(HOST).refresh_domain(dom.UUIDString())
-    assert vm is not None
-    return vm
 
 
 class Recorder:
