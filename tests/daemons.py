@@ -601,6 +601,25 @@ def rfb_banner(port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> byte
 # --------------------------------------------------------------------------- sshd
 
 
+def stop_sshd_tree(proc: subprocess.Popen[bytes]) -> None:
+    """End an sshd we started and every per-connection child it forked.
+
+    Those children call setsid(), so a process-group kill misses them: collect the
+    listener's descendants (all started by us) before ending it.
+    """
+    procs = [p for pid in [proc.pid, *_descendants(proc.pid)] if (p := Proc.of(pid)) is not None]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    for p in procs:
+        p.terminate(timeout=2)
+
+
 def _keygen(path: Path, comment: str) -> None:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
@@ -713,23 +732,7 @@ class SshServer:
     def _end(self) -> None:
         if self.proc is None:
             return
-        # Per-connection sshd children call setsid(), so a process group kill misses them:
-        # collect the listener's descendants (all started by us) before ending it.
-        procs = [
-            p
-            for pid in [self.proc.pid, *_descendants(self.proc.pid)]
-            if (p := Proc.of(pid)) is not None
-        ]
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for p in procs:
-            p.terminate(timeout=2)
+        stop_sshd_tree(self.proc)
         self.proc = None
 
     def stop(self) -> None:

@@ -24,7 +24,6 @@ import re
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import time
 import uuid as uuidlib
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import SSHD, Proc, _descendants, _keygen
+from tests.daemons import SSHD, _keygen, stop_sshd_tree
 
 PREFIX = "ckip"
 GUEST_NET = ipaddress.IPv4Network("198.18.0.0/16")  # only ever inside our namespaces
@@ -323,18 +322,7 @@ class NetnsSshd:
     def stop(self) -> None:
         if self.proc is None:
             return
-        # Per-connection children setsid(): collect the listener's descendants first.
-        procs = [p for pid in [self.proc.pid, *_descendants(self.proc.pid)] if (p := Proc.of(pid))]
-        for p in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        for p in procs:
-            p.terminate(timeout=2)
+        stop_sshd_tree(self.proc)
         self.proc = None
 
 
