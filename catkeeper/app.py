@@ -360,6 +360,7 @@ class CatkeeperApp(App[int]):
             acpi_wait=cfg.acpi_wait,
             ctrl_alt_del_wait=cfg.ctrl_alt_del_wait,
             on_progress=lambda p: self._on_stop_progress(key, p),
+            monotonic=self.monotonic,
         )
         self.stops[key] = stop
 

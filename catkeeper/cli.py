@@ -7,7 +7,6 @@ import asyncio
 import importlib
 import os
 import sys
-import time
 from collections.abc import Sequence
 
 from catkeeper import __version__
@@ -92,7 +91,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
             chosen = parse_filter(args.filter, me=current_user(config))
         except FilterError as exc:
             return _fail(f"--filter: {exc}", EXIT_USAGE)
-        vm_filter = lambda vm: chosen.matches(vm, time.time())  # noqa: E731
+        vm_filter = chosen.matches
     timeout = args.timeout
     if timeout is None:
         timeout = config.timing.connect_timeout + config.timing.call_timeout

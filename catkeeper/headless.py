@@ -51,16 +51,18 @@ async def collect(
     only: Sequence[str] | None = None,
     readonly: bool = False,
     timeout: float,
-    vm_filter: Callable[[VM], bool] | None = None,
+    vm_filter: Callable[[VM, float], bool] | None = None,
     ips: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Any], int]:
     """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
 
     With ``ips``, libvirt's own address sources (agent, lease, arp) are asked too, in the
-    time left; active sweeps are ``catkeeper scan``'s job.
+    time left; active sweeps are ``catkeeper scan``'s job. ``vm_filter(vm, now)`` and the
+    document's ``generated_at`` use ``clock``.
     """
     started = time.monotonic()
-    fleet = Fleet(config, readonly=readonly, only=only)
+    fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
     await fleet.start()
     try:
         await fleet.wait_settled(timeout)
@@ -72,11 +74,12 @@ async def collect(
         # Bounded: a hung host's close must not hold up the answer.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fleet.aclose(), 2)
+    now = clock()
     if vm_filter is not None:
-        vms = [vm for vm in vms if vm_filter(vm)]
+        vms = [vm for vm in vms if vm_filter(vm, now)]
     doc = {
         "catkeeper_version": __version__,
-        "generated_at": time.time(),
+        "generated_at": now,
         "config": config.source,
         "hosts": to_jsonable(hosts),
         "vms": to_jsonable(vms),

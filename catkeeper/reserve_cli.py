@@ -127,20 +127,23 @@ def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(reserve_command="reservations")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """Run the subcommand ``args.reserve_command``; returns the exit code."""
+def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] = time.time) -> int:
+    """Run the subcommand ``args.reserve_command``; returns the exit code.
+
+    ``clock`` is "now" for every decision: parsing ``--until``, expiry, the fleet's ages.
+    """
     as_json = bool(getattr(args, "json", False))
     try:
-        return asyncio.run(_COMMANDS[args.reserve_command](args, config))
+        return asyncio.run(_COMMANDS[args.reserve_command](args, config, clock))
     except _Exit as exc:
         print(f"catkeeper: {exc.message}", file=sys.stderr)
         if exc.holder is not None and not as_json:
-            for line in _holder_lines(exc.holder, time.time()):
+            for line in _holder_lines(exc.holder, clock()):
                 print(f"  {line}", file=sys.stderr)
         if as_json:
             doc: dict[str, Any] = {"error": exc.message, "exit_code": exc.code}
             if exc.code == EXIT_CONFLICT:
-                doc["holder"] = _res_json(exc.holder, time.time()) if exc.holder else None
+                doc["holder"] = _res_json(exc.holder, clock()) if exc.holder else None
             _print_json(doc)
         return exc.code
 
@@ -198,12 +201,17 @@ def _host_problem(fleet: Fleet, names: list[str]) -> str | None:
 
 @contextlib.asynccontextmanager
 async def _fleet(
-    args: argparse.Namespace, config: Config, only: list[str] | None
+    args: argparse.Namespace,
+    config: Config,
+    only: list[str] | None,
+    clock: Callable[[], float],
 ) -> AsyncIterator[Fleet]:
     from catkeeper.backend.fleet import Fleet, UnknownHost
 
     try:
-        fleet = Fleet(config, readonly=bool(getattr(args, "readonly", False)), only=only)
+        fleet = Fleet(
+            config, readonly=bool(getattr(args, "readonly", False)), only=only, clock=clock
+        )
     except UnknownHost as exc:
         raise _Exit(EXIT_USAGE, str(exc)) from None
     await fleet.start()
@@ -278,11 +286,11 @@ def _change_json(change: Change, now: float) -> dict[str, Any]:
     return doc
 
 
-async def _reserve(args: argparse.Namespace, config: Config) -> int:
+async def _reserve(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
     from catkeeper.backend import reservations
     from catkeeper.backend.reservations import UntilError, summary
 
-    now = time.time()
+    now = clock()
     until = None
     if args.until is not None:
         try:
@@ -290,7 +298,7 @@ async def _reserve(args: argparse.Namespace, config: Config) -> int:
         except UntilError as exc:
             raise _Exit(EXIT_USAGE, f"--until: {exc}") from None
     me = _owner(args, config)
-    async with _fleet(args, config, _target(args.ref)) as fleet:
+    async with _fleet(args, config, _target(args.ref), clock) as fleet:
         vm = _find(fleet, args.ref)
         change = await _write(
             lambda: reservations.reserve(
@@ -305,7 +313,7 @@ async def _reserve(args: argparse.Namespace, config: Config) -> int:
             ),
             "--take-over" if not args.take_over else "",
         )
-    now = time.time()
+    now = clock()
     if getattr(args, "json", False):
         _print_json(_change_json(change, now))
         return EXIT_OK
@@ -323,18 +331,18 @@ async def _reserve(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-async def _release(args: argparse.Namespace, config: Config) -> int:
+async def _release(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
     from catkeeper.backend import reservations
     from catkeeper.backend.reservations import summary
 
     me = _owner(args, config)
-    async with _fleet(args, config, _target(args.ref)) as fleet:
+    async with _fleet(args, config, _target(args.ref), clock) as fleet:
         vm = _find(fleet, args.ref)
         change = await _write(
             lambda: reservations.release(fleet, vm, force=args.force, me=me),
             "--force" if not args.force else "",
         )
-    now = time.time()
+    now = clock()
     if getattr(args, "json", False):
         _print_json(_change_json(change, now))
     elif change.before is None:
@@ -344,7 +352,7 @@ async def _release(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
-async def _list(args: argparse.Namespace, config: Config) -> int:
+async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
     from catkeeper.config import current_user
 
     text = getattr(args, "filter", None)
@@ -358,8 +366,8 @@ async def _list(args: argparse.Namespace, config: Config) -> int:
         except FilterError as exc:
             raise _Exit(EXIT_USAGE, f"--filter: {exc}") from None
         matches = chosen.matches
-    async with _fleet(args, config, getattr(args, "host", None)) as fleet:
-        now = time.time()
+    async with _fleet(args, config, getattr(args, "host", None), clock) as fleet:
+        now = clock()
         vms = sorted(
             (vm for vm in fleet.vms() if vm.reservation is not None and matches(vm, now)),
             key=lambda v: (v.host, v.name),

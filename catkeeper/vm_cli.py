@@ -208,11 +208,17 @@ def _confirm(args: argparse.Namespace, what: str, question: str) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def run(args: argparse.Namespace, config: Config, *, out: TextIO | None = None) -> int:
-    """Carry out the VM command in ``args``; the exit code."""
+def run(
+    args: argparse.Namespace,
+    config: Config,
+    *,
+    out: TextIO | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Carry out the VM command in ``args``; the exit code. ``clock`` is the fleet's "now"."""
     stream = out or sys.stdout
     try:
-        return asyncio.run(_run(args, config, stream))
+        return asyncio.run(_run(args, config, stream, clock))
     except _Usage as exc:
         _err(str(exc))
         return EXIT_USAGE
@@ -221,7 +227,9 @@ def run(args: argparse.Namespace, config: Config, *, out: TextIO | None = None) 
         return EXIT_FAILED
 
 
-async def _run(args: argparse.Namespace, config: Config, out: TextIO) -> int:
+async def _run(
+    args: argparse.Namespace, config: Config, out: TextIO, clock: Callable[[], float]
+) -> int:
     from catkeeper.backend.errors import BackendError, HostUnavailable
     from catkeeper.backend.eventloop import ensure_event_loop
     from catkeeper.backend.fleet import Fleet, UnknownHost
@@ -232,7 +240,7 @@ async def _run(args: argparse.Namespace, config: Config, out: TextIO) -> int:
     if not sep or not host or not _name:
         raise _Usage(f"{args.ref!r}: name it as HOST/{'NAME' if command == 'create' else 'VM'}")
     try:
-        fleet = Fleet(config, readonly=getattr(args, "readonly", False), only=[host])
+        fleet = Fleet(config, readonly=getattr(args, "readonly", False), only=[host], clock=clock)
     except UnknownHost as exc:
         raise _Usage(str(exc)) from None
     await fleet.start()
@@ -385,7 +393,7 @@ async def _delete(fleet: Any, args: argparse.Namespace, config: Config, out: Tex
         volumes.append(path)
     res = vm.reservation
     me = current_user(config)
-    reserved = res is not None and res.owner != me and not res.is_expired(time.time())
+    reserved = res is not None and res.owner != me and not res.is_expired(fleet.clock())
     if res is not None and reserved:
         # Typing the name is the confirmation: --yes alone cannot delete someone's VM.
         if args.confirm_name != vm.name:

@@ -159,7 +159,7 @@ FINAL_STAGES: frozenset[str] = frozenset({"stopped", "cancelled", "failed"})
 class StopProgress:
     ref: str
     stage: Stage
-    deadline: float | None  # time.monotonic() when the current wait ends; None: no wait
+    deadline: float | None  # the stop's monotonic clock when the current wait ends; None: none
     message: str
 
     @property
@@ -197,8 +197,11 @@ class GracefulStop:
         ctrl_alt_del_wait: float,
         on_progress: Callable[[StopProgress], None],
         poll: float = 0.5,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
+        # Deadlines are on this clock; the screen that counts them down must use the same one.
+        self.monotonic = monotonic
         self.vm = vm
         self.acpi_wait = acpi_wait
         self.ctrl_alt_del_wait = ctrl_alt_del_wait
@@ -248,7 +251,7 @@ class GracefulStop:
             raise RuntimeError("a GracefulStop runs once")
         self._started = True
         session = _writable_session(self.fleet, self.vm, "stop")
-        self._began = time.monotonic()
+        self._began = self.monotonic()
         unsubscribe = self.fleet.subscribe(self._on_fleet_event)
         poller = asyncio.create_task(self._poll_loop(session), name=f"stop-poll-{self.vm.ref}")
         try:
@@ -272,7 +275,7 @@ class GracefulStop:
             if not why:
                 self._report(
                     "acpi",
-                    time.monotonic() + self.acpi_wait,
+                    self.monotonic() + self.acpi_wait,
                     f"asked the guest to shut down (ACPI); ctrl-alt-del in {self.acpi_wait:g} s",
                 )
                 await self._wait(self.acpi_wait, "after ACPI shutdown")
@@ -284,7 +287,7 @@ class GracefulStop:
             if not skipped:
                 self._report(
                     "ctrl-alt-del",
-                    time.monotonic() + self.ctrl_alt_del_wait,
+                    self.monotonic() + self.ctrl_alt_del_wait,
                     f"{why}: sent ctrl-alt-del; forcing off in {self.ctrl_alt_del_wait:g} s",
                 )
                 await self._wait(self.ctrl_alt_del_wait, "after ctrl-alt-del")
@@ -331,12 +334,12 @@ class GracefulStop:
 
     async def _wait(self, seconds: float, after: str) -> None:
         """Until the deadline, or earlier when it stopped / was cancelled / forced."""
-        deadline = time.monotonic() + seconds
+        deadline = self.monotonic() + seconds
         while True:
             self._wake.clear()
             self._check_stopped(after)
             self._check_cancel(after)
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.monotonic()
             if self._forced or remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
@@ -354,7 +357,7 @@ class GracefulStop:
             raise _Outcome("cancelled", f"stop of {self.vm.ref} cancelled {when}; left as it is")
 
     def _elapsed(self) -> str:
-        return f"{time.monotonic() - self._began:.1f} s"
+        return f"{self.monotonic() - self._began:.1f} s"
 
     def _report(self, stage: Stage, deadline: float | None, message: str) -> StopProgress:
         progress = StopProgress(self.vm.ref, stage, deadline, message)

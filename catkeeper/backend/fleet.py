@@ -31,6 +31,7 @@ class Fleet:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        self.clock = clock  # "now" for every decision about this fleet (expiry, ages)
         self.readonly = readonly or config.readonly
         names = [h.name for h in config.hosts]
         unknown = [n for n in (only or ()) if n not in names]

@@ -687,7 +687,7 @@ async def _run(fleet: Fleet, vm: VM, verb: str, who: str, plan: Planner) -> Outc
     lock_wait = min(LOCK_WAIT_S, budget / 2)  # read at call time, so tests can shorten it
 
     def run(dom: Any) -> Outcome:
-        return transact(dom, plan, who=who, budget=budget, lock_wait=lock_wait)
+        return transact(dom, plan, who=who, budget=budget, lock_wait=lock_wait, wall=fleet.clock)
 
     try:
         outcome = await session.call_domain(vm.uuid, run, what=what)
@@ -772,7 +772,7 @@ async def apply(
     who = me or current_user(fleet.config)
     if not request.owner.strip():
         raise InvalidReservation(f"{vm.ref}: a reservation needs an owner")
-    _check_until(vm.ref, request.until, time.time())
+    _check_until(vm.ref, request.until, fleet.clock())
     seen = vm.reservation
 
     def plan(current: Record | None, revision: int, now: float) -> Record:
@@ -791,7 +791,7 @@ async def apply(
 async def extend(fleet: Fleet, vm: VM, until: float | None, *, me: str | None = None) -> Change:
     """Move the end of the caller's own reservation (``None``: no end)."""
     who = me or current_user(fleet.config)
-    _check_until(vm.ref, until, time.time())
+    _check_until(vm.ref, until, fleet.clock())
     seen = vm.reservation
 
     def plan(current: Record | None, revision: int, now: float) -> Record:

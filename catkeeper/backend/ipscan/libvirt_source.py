@@ -138,6 +138,7 @@ async def host_libvirt_sightings(
     timeout: float | None = None,
     progress: Callable[[int, int], None] | None = None,
     on_results: Callable[[list[SourceResult]], None] | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> list[SourceResult]:
     """Every applicable source for every active VM of one host.
 
@@ -151,7 +152,7 @@ async def host_libvirt_sightings(
 
     async def per_vm(vm: VM) -> list[SourceResult]:
         nonlocal done
-        found = await libvirt_sightings(session, vm, timeout=timeout, limit=gate)
+        found = await libvirt_sightings(session, vm, timeout=timeout, limit=gate, clock=clock)
         done += 1
         if on_results is not None:
             on_results(found)

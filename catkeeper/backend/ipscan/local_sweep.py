@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from catkeeper.backend.ipscan.neigh import neigh_sweep
@@ -56,6 +56,8 @@ class SweepOptions:
     wait: float = 1.0  # unprivileged: seconds between the poke and reading the table
     privileged: bool | None = None  # None: use raw sockets when we may
     max_addresses: int = MAX_ADDRESSES
+    # "now" for the sightings' times (the fleet's clock), so their ages agree with the book's.
+    clock: Callable[[], float] = field(default=time.time, compare=False, repr=False)
 
 
 def has_raw_sockets() -> bool:
@@ -101,9 +103,14 @@ def _prefix(target: SweepTarget) -> int:
     return int(target.subnet.rsplit("/", 1)[1])
 
 
-def arp_sweep(host: str, target: SweepTarget, timeout: float = 1.0) -> SourceResult:
+def arp_sweep(
+    host: str,
+    target: SweepTarget,
+    timeout: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> SourceResult:
     """ARP who-has for every address of an on-link subnet, in one ``srp``."""
-    started, t0 = time.time(), time.perf_counter()
+    started, t0 = clock(), time.perf_counter()
     try:
         s = _scapy()
         t0 = time.perf_counter()  # the import is not the sweep
@@ -114,7 +121,7 @@ def arp_sweep(host: str, target: SweepTarget, timeout: float = 1.0) -> SourceRes
             timeout=timeout,
             verbose=0,
         )
-        seen_at = time.time()
+        seen_at = clock()
         sightings = tuple(
             IpSighting(
                 mac=str(reply.hwsrc).lower(),
@@ -142,9 +149,14 @@ def arp_sweep(host: str, target: SweepTarget, timeout: float = 1.0) -> SourceRes
     )
 
 
-def icmp_sweep(host: str, target: SweepTarget, timeout: float = 1.0) -> SourceResult:
+def icmp_sweep(
+    host: str,
+    target: SweepTarget,
+    timeout: float = 1.0,
+    clock: Callable[[], float] = time.time,
+) -> SourceResult:
     """ICMP echo to every address, sent at layer 2 (see the module docstring for why)."""
-    started, t0 = time.time(), time.perf_counter()
+    started, t0 = clock(), time.perf_counter()
     sightings: tuple[IpSighting, ...] = ()
     alive: tuple[str, ...] = ()
     note = f"via {target.iface}"
@@ -168,7 +180,7 @@ def icmp_sweep(host: str, target: SweepTarget, timeout: float = 1.0) -> SourceRe
             timeout=timeout,
             verbose=0,
         )
-        seen_at = time.time()
+        seen_at = clock()
         if target.onlink:
             sightings = tuple(
                 IpSighting(
@@ -211,7 +223,7 @@ def sweep(
     only, all at once on a few threads (each ``srp`` waits ~1 s for stragglers; waiting
     side by side costs that second once). Without, one neighbour-table sweep covers all.
     """
-    started = time.time()
+    started = options.clock()
     results: list[SourceResult] = []
     notes: list[str] = []
     if not subnets:
@@ -237,7 +249,7 @@ def sweep(
             )
         )
     if not raw:
-        found = neigh_sweep(host, targets, wait=options.wait)
+        found = neigh_sweep(host, targets, wait=options.wait, clock=options.clock)
         for r in found:
             if progress is not None:
                 progress(r)
@@ -246,9 +258,9 @@ def sweep(
     jobs: list[Callable[[], SourceResult]] = []
     for t in targets:
         if options.arp and t.onlink:
-            jobs.append(functools.partial(arp_sweep, host, t, options.timeout))
+            jobs.append(functools.partial(arp_sweep, host, t, options.timeout, options.clock))
         if options.icmp:
-            jobs.append(functools.partial(icmp_sweep, host, t, options.timeout))
+            jobs.append(functools.partial(icmp_sweep, host, t, options.timeout, options.clock))
     if jobs:
         try:
             _scapy()  # once, before the threads race for it

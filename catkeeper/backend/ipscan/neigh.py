@@ -14,7 +14,7 @@ import json
 import socket
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from catkeeper.backend.ipscan.netinfo import SweepTarget
@@ -171,7 +171,11 @@ def poke(addresses: Iterable[str]) -> int:
 
 
 def neigh_sweep(
-    host: str, targets: Sequence[SweepTarget], *, wait: float = 1.0
+    host: str,
+    targets: Sequence[SweepTarget],
+    *,
+    wait: float = 1.0,
+    clock: Callable[[], float] = time.time,
 ) -> list[SourceResult]:
     """The unprivileged sweep: poke every address of each on-link subnet, wait, read the table.
 
@@ -179,7 +183,7 @@ def neigh_sweep(
     subnet cannot be swept this way (its hosts' MACs never reach our table: only the
     router's does), which its result says.
     """
-    started = time.time()
+    started = clock()
     t0 = time.perf_counter()
     onlink = [t for t in targets if t.onlink]
     if onlink:
@@ -192,7 +196,7 @@ def neigh_sweep(
         entries, origin = read_local_table()
     except OSError as exc:
         error = f"cannot read the neighbour table: {exc}"
-    seen_at = time.time()
+    seen_at = clock()
     elapsed = round(time.perf_counter() - t0, 3)
     results = []
     for t in targets:

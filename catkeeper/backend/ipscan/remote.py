@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from catkeeper.backend.ipscan.neigh import (
@@ -110,6 +110,7 @@ async def remote_sweep(
     wait: float = 1.0,
     timeout: float = 20.0,
     max_addresses: int = MAX_ADDRESSES,
+    clock: Callable[[], float] = time.time,
 ) -> list[SourceResult]:
     """Poke ``subnets`` on ``host`` and read its neighbour table: one result per subnet.
 
@@ -117,7 +118,7 @@ async def remote_sweep(
     """
     import asyncssh
 
-    started, t0 = time.time(), time.perf_counter()
+    started, t0 = clock(), time.perf_counter()
     good: list[str] = []
     addresses: list[str] = []
     results: list[SourceResult] = []
@@ -148,7 +149,7 @@ async def remote_sweep(
         return failed(f"remote sweep timed out after {timeout:g} s")
     except (OSError, asyncssh.Error) as exc:
         return failed(f"remote sweep failed: {exc}")
-    seen_at = time.time()
+    seen_at = clock()
     out = done.stdout if isinstance(done.stdout, str) else (done.stdout or b"").decode()
     try:
         method, entries, table = parse_output(out)

@@ -119,7 +119,8 @@ class IpScanner:
         self.book = book if book is not None else IpBook()
         self.libvirt_interval = libvirt_interval
         self.sweep_interval = sweep_interval
-        self.sweep_options = sweep_options or SweepOptions()
+        # Sightings carry the fleet's clock, so their ages agree with the book's and the UI's.
+        self.sweep_options = dataclasses.replace(sweep_options or SweepOptions(), clock=fleet.clock)
         self.host_timeout = host_timeout
         self.libvirt_concurrency = libvirt_concurrency
         self.subnets = tuple(subnets) if subnets is not None else None
@@ -256,7 +257,7 @@ class IpScanner:
         """Every enabled source for one host, bounded by ``host_timeout``; never raises for
         a host's failure (that is ``HostScan.error``)."""
         session = self.fleet.session(host)
-        started, t0 = time.time(), time.perf_counter()
+        started, t0 = self.fleet.clock(), time.perf_counter()
         collected: list[SourceResult] = []
         errors: list[str] = []
         take = self._taker(collected)
@@ -306,6 +307,7 @@ class IpScanner:
             timeout=session.timing.call_timeout,
             progress=step,
             on_results=take,
+            clock=self.fleet.clock,
         )
 
     def subnets_for(self, session: HostSession) -> tuple[str, ...]:
@@ -342,7 +344,7 @@ class IpScanner:
     ) -> list[SourceResult]:
         """Over the host's ssh connection when it has one, else here when it is this
         machine; a remote host without a connection gets an error result."""
-        started = time.time()
+        started = self.fleet.clock()
 
         def failed(why: str) -> list[SourceResult]:
             return [
@@ -363,6 +365,7 @@ class IpScanner:
                 wait=self.sweep_options.wait,
                 timeout=max(5.0, self.host_timeout - 1),
                 max_addresses=self.sweep_options.max_addresses,
+                clock=self.fleet.clock,
             )
         if (
             host_is_local(session.cfg)
@@ -390,7 +393,7 @@ class IpScanner:
         if isinstance(vm, str):
             vm = self.fleet.find(vm)
         session = self.fleet.session(vm.host)
-        started, t0 = time.time(), time.perf_counter()
+        started, t0 = self.fleet.clock(), time.perf_counter()
         collected: list[SourceResult] = []
         errors: list[str] = []
         take = self._taker(collected)
@@ -398,7 +401,9 @@ class IpScanner:
             if session.connected:
                 self._report(progress, ScanProgress(vm.host, LIBVIRT, 0, 1, vm.name))
                 found = await asyncio.wait_for(
-                    libvirt_sightings(session, vm, timeout=session.timing.call_timeout),
+                    libvirt_sightings(
+                        session, vm, timeout=session.timing.call_timeout, clock=self.fleet.clock
+                    ),
                     self.host_timeout,
                 )
                 take(found)
