@@ -1,57 +1,23 @@
-"""``catkeeper reserve | release | reservations`` as separate processes: exit codes, output.
+"""``catkeeper reserve | release | reservations`` as a user runs them: the installed
+``catkeeper`` script in its own process, the global options before the verb (tests/cli_support.py).
 
-Each command runs in its own Python process. Until ``catkeeper.reserve_cli`` is wired into
-``catkeeper.cli`` the commands go through a stand-in main that builds the same parser shape
-(the main options, then ``add_subcommands``) and calls ``run``; once it is wired they run
-``python -m catkeeper`` itself. Test-driver hosts keep their state per connection, so a
-write there is gone when the process ends: tests that need a second command to see the
-first one's write use the real libvirtd.
+A verb that is not wired into ``catkeeper.cli`` fails these tests. Test-driver hosts keep their
+state per connection, so a write there is gone when the process ends: tests that need a second
+command to see the first one's write use the real libvirtd.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from catkeeper import cli
 from catkeeper.backend import reservation_xml as rx
+from tests.cli_support import Result, cli_env, imported_top_levels, run_catkeeper, write_config
 from tests.daemons import DomainFactory
 from tests.tui_support import RUNNING, SHUTOFF, UNREACHABLE_URI, Dom, node_file
-
-REPO = Path(__file__).resolve().parent.parent
-WIRED = "catkeeper.reserve_cli" in getattr(cli, "COMMAND_MODULES", ())
-
-# A stand-in for ``catkeeper.cli.main`` while the command module is not wired in.
-STAND_IN = """
-import argparse, os, sys
-import libvirt
-libvirt.registerErrorHandler(lambda *a: None, None)
-from catkeeper import reserve_cli
-from catkeeper.config import ConfigError, load_config
-parser = argparse.ArgumentParser(prog="catkeeper")
-parser.add_argument("--config")
-parser.add_argument("--readonly", action="store_true")
-parser.add_argument("--json", action="store_true")
-parser.add_argument("--host", action="append")
-parser.add_argument("--filter")
-parser.add_argument("--timeout", type=float)
-reserve_cli.add_subcommands(parser.add_subparsers(dest="command", metavar="COMMAND"))
-args = parser.parse_args()
-try:
-    config = load_config(args.config, os.environ)
-except ConfigError as exc:
-    print(f"catkeeper: {exc}", file=sys.stderr)
-    sys.exit(2)
-sys.exit(reserve_cli.run(args, config))
-"""
 
 HELD_UNTIL = "2099-01-01T00:00:00Z"
 EXPIRED_UNTIL = "2020-01-01T00:00:00Z"
@@ -64,49 +30,21 @@ DOMS = (
 )
 
 
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def write_config(tmp_path: Path, hosts: dict[str, str], *, extra: str = "") -> Path:
-    lines = ["hosts:"]
-    for name, uri in hosts.items():
-        lines += [f"  - name: {name}", f"    uri: {uri}"]
-    path = tmp_path / "config.yaml"
-    path.write_text("\n".join(lines) + "\n" + extra)
-    return path
-
-
-def catkeeper(config: Path, *argv: str, user: str = "dave") -> Result:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "USER": user,  # getpass.getuser() reads it: who "me" is
-        "LOGNAME": user,
-        "XDG_STATE_HOME": str(config.parent / "state"),
-        "TZ": "UTC",
-    }
-    head = ["-m", "catkeeper"] if WIRED else ["-c", STAND_IN]
-    proc = subprocess.run(
-        [sys.executable, *head, "--config", str(config), *argv],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        cwd=REPO,
+def catkeeper(config: Path, *argv: str, user: str = "dave", **env: str) -> Result:
+    """``catkeeper --config CONFIG ARGV…`` as ``user``, in the config's directory."""
+    return run_catkeeper(
+        "--config",
+        str(config),
+        *argv,
+        cwd=config.parent,
+        env=cli_env(config.parent / "state", user=user, extra=env),
     )
-    return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Path:
-    return write_config(tmp_path, {"alpha": f"test://{node_file(tmp_path, 'alpha', DOMS)}"})
+    node = node_file(tmp_path, "alpha", DOMS)
+    return write_config(tmp_path / "config.yaml", {"alpha": f"test://{node}"})
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +98,9 @@ def test_reservations_with_an_unreachable_host_lists_the_rest_and_exits_3(
     tmp_path: Path,
 ) -> None:
     node = node_file(tmp_path, "alpha", DOMS)
-    config = write_config(tmp_path, {"alpha": f"test://{node}", "gamma": UNREACHABLE_URI})
+    config = write_config(
+        tmp_path / "config.yaml", {"alpha": f"test://{node}", "gamma": UNREACHABLE_URI}
+    )
     r = catkeeper(config, "--timeout", "5", "reservations", "--json")
     assert r.code == 3
     assert [d["vm"] for d in r.json()] == ["held", "open", "stale"]
@@ -264,7 +204,7 @@ def test_a_read_only_host_in_the_config(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_host_exits_3(tmp_path: Path) -> None:
-    config = write_config(tmp_path, {"gamma": UNREACHABLE_URI})
+    config = write_config(tmp_path / "config.yaml", {"gamma": UNREACHABLE_URI})
     r = catkeeper(config, "--timeout", "5", "reserve", "gamma/vm", "--note", "x")
     assert r.code == 3, r.err
     assert "unreachable: gamma" in r.err
@@ -280,24 +220,19 @@ def test_commands_share_reservations_through_the_real_daemon(
 ) -> None:
     dom = tcg_domain()
     name = dom.name()
-    config = write_config(tmp_path, {"qemu": "qemu:///system"}, extra="owner: alice\n")
+    config = write_config(
+        tmp_path / "config.yaml", {"qemu": "qemu:///system"}, extra="owner: alice\n"
+    )
     reserved = catkeeper(
         config, "reserve", f"qemu/{name}", "--note", "kernel bisect", "--until", "2h", "--json"
     )
     assert reserved.code == 0, reserved.err
     assert reserved.json()["owner"] == "alice" and reserved.json()["revision"] == 1
 
-    # The fleet dump (``catkeeper --json``, always the real main) carries it too.
-    dump = subprocess.run(
-        [sys.executable, "-m", "catkeeper", "--config", str(config), "--json", "--filter", name],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path)},
-        timeout=60,
-        cwd=REPO,
-    )
-    assert dump.returncode == 0, dump.stderr
-    [dumped] = json.loads(dump.stdout)["vms"]
+    # The fleet dump (``catkeeper --json``) carries it too.
+    dump = catkeeper(config, "--json", "--filter", name)
+    assert dump.code == 0, dump.err
+    [dumped] = dump.json()["vms"]
     assert dumped["reservation"] == {
         k: v for k, v in reserved.json().items() if k in dumped["reservation"]
     }
@@ -334,23 +269,14 @@ def test_commands_share_reservations_through_the_real_daemon(
 
 
 def test_the_commands_load_no_ui_modules(lab: Path) -> None:
-    code = (
-        "import argparse, io, contextlib, sys\n"
-        "from catkeeper import reserve_cli\n"
-        "from catkeeper.config import load_config\n"
-        "p = argparse.ArgumentParser()\n"
-        "reserve_cli.add_subcommands(p.add_subparsers())\n"
-        f"config = load_config({str(lab)!r}, {{}})\n"
-        "for argv in (['reservations', '--filter', 'owner:alice'],\n"
-        "             ['reserve', 'alpha/free', '--note', 'x', '--until', '4h']):\n"
-        "    with contextlib.redirect_stdout(io.StringIO()):\n"
-        "        assert reserve_cli.run(p.parse_args(argv), config) == 0\n"
-        "ui = ('textual', 'rich')\n"
-        "print(','.join(sorted(m for m in sys.modules if m.split('.')[0] in ui)))\n"
-    )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ""
+    """The verbs never import textual or rich: start-up stays light for scripts."""
+    for argv in (
+        ["reservations", "--filter", "owner:alice"],
+        ["reserve", "alpha/free", "--note", "x", "--until", "4h"],
+        ["release", "alpha/held", "--force"],
+    ):
+        r = catkeeper(lab, *argv, PYTHONPROFILEIMPORTTIME="1")
+        assert r.code == 0, r.err
+        imported = imported_top_levels(r.err)
+        assert "catkeeper" in imported and "libvirt" in imported  # the probe sees imports
+        assert not imported & {"textual", "rich"}, argv
