@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from catkeeper.backend.ipscan.scheduler import DONE, LIBVIRT, IpScanner, ScanPro
 from catkeeper.config import Config, HostConfig, Timing
 from catkeeper.demo.fleetgen import node_xml
 from catkeeper.model import VmState
+from tests.cli_support import run_catkeeper, write_config
 from tests.daemons import DomainFactory, LibvirtDaemon
 
 # ---- test driver -------------------------------------------------------------------------
@@ -112,7 +114,9 @@ async def test_background_loop_fills_rows_without_being_asked(fleet: Fleet) -> N
     scanner = IpScanner(fleet, libvirt_interval=0.2)
     scanner.start()
     try:
-        for _ in range(50):
+        # A pass takes well under a second; the bound only stops a loop that never fills them.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
             if all(vm.ips for vm in fleet.vms() if vm.state.is_active):
                 break
             await asyncio.sleep(0.05)
@@ -214,17 +218,25 @@ async def test_real_daemon_failures_are_recorded_per_source(
         await fleet.aclose()
 
 
-def test_scan_cli_text_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from catkeeper.scan_cli import main
-
-    config = tmp_path / "c.yaml"
+def test_scan_cli_text_and_exit_codes(tmp_path: Path) -> None:
+    """``catkeeper --config C scan …`` through the installed script: text, JSON, exit codes."""
     node = tmp_path / "h.xml"
     node.write_text(node_xml("h", 6, seed=3, running_fraction=1.0, host_id=42))
-    config.write_text(f"hosts:\n  - name: h\n    uri: test://{node}\n")
-    assert main(["--config", str(config), "scan", "--no-sweep"]) == 0
-    out = capsys.readouterr().out.splitlines()
+    config = str(write_config(tmp_path / "c.yaml", {"h": f"test://{node}"}))
+    r = run_catkeeper("--config", config, "scan", "--no-sweep", cwd=tmp_path)
+    assert r.code == 0, r.err
+    out = r.out.splitlines()
     assert out[0].startswith("h/") and " agent " in out[0] and out[0].endswith("s ago")
     assert "6 VMs with addresses (6 active, 6 in all)" in out
-    assert main(["--config", str(config), "scan", "--host", "nope"]) == 2
-    assert main(["--config", str(config), "scan", "--subnet", "10.0.0.0/8"]) == 2
-    assert "sweeps stop at" in capsys.readouterr().err
+    assert sum(1 for line in out if line.startswith("h/")) == 6  # each VM's first line names it
+    r = run_catkeeper("--config", config, "scan", "--no-sweep", "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert len(doc["vms"]) == 6 and all(v["ips"] and v["best_ip"] for v in doc["vms"])
+    assert [h["host"] for h in doc["hosts"]] == ["h"]
+    r = run_catkeeper("--config", config, "scan", "--host", "nope", cwd=tmp_path)
+    assert (r.code, r.out) == (2, "") and "nope" in r.err
+    r = run_catkeeper("--config", config, "--host", "nope", "scan", cwd=tmp_path)
+    assert (r.code, r.out) == (2, "") and "nope" in r.err  # the global --host counts too
+    r = run_catkeeper("--config", config, "scan", "--subnet", "10.0.0.0/8", cwd=tmp_path)
+    assert (r.code, r.out) == (2, "") and "sweeps stop at" in r.err
