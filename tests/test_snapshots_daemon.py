@@ -8,7 +8,6 @@ and full system snapshots require all disks to be selected" when running).
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from catkeeper.backend import snapshots
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
+from tests.disk_patterns import reads_as, write_pattern
 from tests.vmops_support import (
     HOST,
     Lab,
@@ -26,18 +26,15 @@ from tests.vmops_support import (
 
 pytestmark = pytest.mark.daemon
 
-
-def qemu_io(path: str, command: str) -> str:
-    r = subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", command, path],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    return r.stdout + r.stderr
+# Two 64 KiB ranges of the 16 MiB disk: X holds data from before the first snapshot (then is
+# overwritten), Y is empty until after it.
+X, Y, LEN = 0, 1024 * 1024, 64 * 1024
+A, B, C = 0x11, 0x22, 0x33
 
 
 async def test_snapshot_create_revert_delete_round_trip(fleet: Fleet, lab: Lab) -> None:
     disk = lab.image("disk.qcow2")
-    qemu_io(disk, "write -P 0x11 0 64k")
+    write_pattern(disk, A, X, LEN)
     dom = lab.domain(disk=disk)
     vm = await vm_of(fleet, dom)
     assert await snapshots.list_snapshots(fleet, vm) == []
@@ -47,7 +44,10 @@ async def test_snapshot_create_revert_delete_round_trip(fleet: Fleet, lab: Lab) 
     assert first.name == "before" and first.description == "pristine disk"
     assert first.state == "shutoff" and not first.memory and first.current
 
-    qemu_io(disk, "write -P 0x22 0 64k")
+    # Written after the snapshot: X overwritten, Y newly filled.
+    write_pattern(disk, B, X, LEN)
+    write_pattern(disk, C, Y, LEN)
+    assert reads_as(disk, B, X, LEN) and reads_as(disk, C, Y, LEN)
     auto = await snapshots.create_snapshot(fleet, vm)  # a dated name
     assert auto.name.startswith("snap-") and auto.parent == "before"
     listed = await snapshots.list_snapshots(fleet, vm)
@@ -60,8 +60,17 @@ async def test_snapshot_create_revert_delete_round_trip(fleet: Fleet, lab: Lab) 
         await snapshots.create_snapshot(fleet, vm, "no/slashes")
 
     await snapshots.revert_snapshot(fleet, vm, "before")
-    assert "pattern verification failed" not in qemu_io(disk, "read -P 0x11 0 64k")
+    # The disk is as it was at "before": X holds A again, Y is empty again.
+    assert reads_as(disk, A, X, LEN)
+    assert not reads_as(disk, B, X, LEN)
+    assert reads_as(disk, 0, Y, LEN)
+    assert not reads_as(disk, C, Y, LEN)
     assert [s.current for s in await snapshots.list_snapshots(fleet, vm)] == [True, False]
+
+    # Forward again, to the later snapshot: the writes after "before" come back.
+    await snapshots.revert_snapshot(fleet, vm, auto.name)
+    assert reads_as(disk, B, X, LEN) and reads_as(disk, C, Y, LEN)
+    assert [s.current for s in await snapshots.list_snapshots(fleet, vm)] == [False, True]
 
     await snapshots.delete_snapshot(fleet, vm, auto.name)
     await snapshots.delete_snapshot(fleet, vm, "before")
