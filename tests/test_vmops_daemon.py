@@ -4,7 +4,6 @@ directory pool the test creates."""
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 
 import libvirt
@@ -15,6 +14,7 @@ from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.model import Reservation
 from tests.daemons import unique_domain_name
+from tests.disk_patterns import reads_as, write_pattern
 from tests.vmops_support import (
     HOST,
     Lab,
@@ -28,14 +28,14 @@ from tests.vmops_support import (
 )
 
 pytestmark = pytest.mark.daemon
+LEN = 64 * 1024
 
 
-def qemu_io(path: str, command: str) -> str:
-    r = subprocess.run(
-        ["qemu-io", "-f", "qcow2", "-c", command, path],
-        capture_output=True, text=True, timeout=30, check=False,
-    )  # fmt: skip
-    return r.stdout + r.stderr
+def assert_no_domain(conn: libvirt.virConnect, *, name: str = "", uuid: str = "") -> None:
+    """The lookup fails because no such domain exists (not for some other reason)."""
+    with pytest.raises(libvirt.libvirtError) as info:
+        conn.lookupByName(name) if name else conn.lookupByUUIDString(uuid)
+    assert info.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN, info.value
 
 
 # ---- rename ---------------------------------------------------------------------------
@@ -60,8 +60,7 @@ async def test_rename_is_refused_while_running_and_works_when_shut_off(
     assert renamed.name == new and renamed.uuid == vm.uuid
     assert fleet.session(HOST).vms[vm.uuid].name == new
     assert lab.conn.lookupByUUIDString(vm.uuid).name() == new
-    with pytest.raises(libvirt.libvirtError):
-        lab.conn.lookupByName(old)
+    assert_no_domain(lab.conn, name=old)
 
 
 async def test_rename_refuses_bad_and_taken_names_without_changing_anything(
@@ -106,7 +105,7 @@ async def test_clone_has_new_identity_independent_disks_and_no_reservation(
     fleet: Fleet, lab: Lab
 ) -> None:
     disk = lab.image("src.qcow2")
-    assert "wrote" in qemu_io(disk, "write -P 0xab 0 64k")
+    write_pattern(disk, 0xAB, 0, LEN)
     dom = lab.domain(disk=disk, mac="52:54:00:aa:bb:01")
     dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
@@ -132,10 +131,11 @@ async def test_clone_has_new_identity_independent_disks_and_no_reservation(
     new_disk = disk_sources(copy)["vda"]
     assert new_disk == str(lab.dir / f"{new}-vda.qcow2") != disk
     assert "backing file" not in qemu_img_info(new_disk)  # a full copy, not an overlay
-    assert "pattern verification failed" not in qemu_io(new_disk, "read -P 0xab 0 64k")
+    assert reads_as(new_disk, 0xAB, 0, LEN)  # the data was copied
     # Writing the copy leaves the original as it was.
-    qemu_io(new_disk, "write -P 0xcd 0 64k")
-    assert "pattern verification failed" not in qemu_io(disk, "read -P 0xab 0 64k")
+    write_pattern(new_disk, 0xCD, 0, LEN)
+    assert reads_as(new_disk, 0xCD, 0, LEN)
+    assert reads_as(disk, 0xAB, 0, LEN) and not reads_as(disk, 0xCD, 0, LEN)
     # The original is untouched.
     assert dom.UUIDString() == vm.uuid and disk_sources(dom)["vda"] == disk
     assert lab.conn.lookupByName(dom.name()).metadata(
@@ -228,8 +228,7 @@ async def test_delete_with_storage_removes_exactly_the_listed_volumes(
 
     result = await vmops.delete(fleet, vm, volumes=[boot])
     assert result.removed_volumes == (boot,)
-    with pytest.raises(libvirt.libvirtError):
-        lab.conn.lookupByUUIDString(vm.uuid)
+    assert_no_domain(lab.conn, uuid=vm.uuid)
     assert vm.uuid not in fleet.session(HOST).vms
     assert not os.path.exists(boot)
     assert lab.volumes() == {"shared-iso.img", "data.qcow2", "other.qcow2"}
@@ -248,6 +247,5 @@ async def test_delete_refuses_a_running_vm_unless_forced_and_flags_shared_disks(
         await vmops.delete(fleet, vm)
     assert dom.isActive()
     await vmops.delete(fleet, vm, force_off=True)
-    with pytest.raises(libvirt.libvirtError):
-        lab.conn.lookupByUUIDString(vm.uuid)
+    assert_no_domain(lab.conn, uuid=vm.uuid)
     assert os.path.exists(base)
