@@ -1,19 +1,29 @@
-"""The fleet screen with Pilot: rows, filter bar, sort, marks, hosts, read-only, help."""
+"""The fleet screen with Pilot: rows, filter bar, sort, marks, hosts, read-only, help.
+
+Dead hosts are really dead: a refused port, a black-holed relay in front of the test sshd,
+and an ssh host whose relay is stopped under it (the real libvirtd behind it).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
+import libvirt
+import pytest
+from textual.pilot import Pilot
 from textual.widgets import Input
 
+from catkeeper.app import CatkeeperApp
 from catkeeper.backend.errors import BackendError
-from catkeeper.backend.events import HostChanged, InventoryLoaded
-from catkeeper.model import HostState
+from catkeeper.config import HostConfig, SshSettings, Timing
+from catkeeper.model import Host, HostState
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.error import ErrorScreen
 from catkeeper.screens.help import HelpScreen
 from catkeeper.widgets.host_strip import HostStrip
+from tests.daemons import DelayRelay, DomainFactory, SshServer
 from tests.tui_support import fleet_config, key_of, make_app, names, plain, until
 
 ALL = ["build-01", "db-01", "web-01", "web-02", "cache-01", "ci-runner", "web-03"]
@@ -162,52 +172,193 @@ async def test_marking_rows(tmp_path: Path) -> None:
         assert [vm.name for vm in table.selection()] == ["web-01"]
 
 
+def on_screen(app: CatkeeperApp, name: str) -> str:
+    """The table line a person sees for VM ``name`` (its cursor moved there, so it shows)."""
+    table = app.fleet_screen.table
+    assert table.move_cursor_to(key_of(app, name)), f"{name} is not in the table"
+    for y in range(1, table.size.height):
+        line = table.render_line(y).text
+        if f" {name} " in line:
+            return line
+    raise AssertionError(f"no line for {name} on screen")
+
+
+async def strip_text(app: CatkeeperApp, pilot: Pilot[None], pick: str) -> str:
+    """The host strip as a person reads it after focusing it and picking host ``pick``."""
+    strip = app.fleet_screen.query_one(HostStrip)
+    strip.focus()
+    assert strip.pick(pick)
+    await pilot.pause()
+    assert strip.has_focus
+    return strip.render().plain
+
+
+async def start_shows(app: CatkeeperApp, pilot: Pilot[None], name: str) -> None:
+    """Start shut-off VM ``name`` with its key and wait for the table to show it running."""
+    table = app.fleet_screen.table
+    table.focus()
+    assert table.move_cursor_to(key_of(app, name))
+    await pilot.pause()
+    assert table.vm(key_of(app, name)).state.value == "shutoff"  # type: ignore[union-attr]
+    await pilot.press("s")
+    # A start takes milliseconds on the test driver: 30 s is for a loaded machine.
+    await until(
+        lambda: table.vm(key_of(app, name)).state.value == "running",  # type: ignore[union-attr]
+        timeout=30,
+        what=f"{name} shown running",
+    )
+    assert " running " in on_screen(app, name)
+
+
+def ssh_host_through(relay: DelayRelay, sshd: SshServer, tmp_path: Path, name: str) -> HostConfig:
+    """A host reached with catkeeper's own ssh transport through ``relay`` (in front of the
+    test ``sshd``), its libvirt the real libvirtd behind a forwarded unix socket."""
+    known_hosts = tmp_path / f"known_hosts.{name}"
+    known_hosts.write_text(f"[127.0.0.1]:{relay.port} {sshd.host_key_line}\n")
+    return HostConfig(
+        name=name,
+        uri="qemu:///system",
+        ssh=SshSettings(
+            host="127.0.0.1",
+            user="root",
+            port=relay.port,
+            key=str(sshd.client_key),
+            known_hosts=str(known_hosts),
+        ),
+    )
+
+
 async def test_unreachable_host_is_shown_while_others_work(tmp_path: Path) -> None:
+    # gamma is qemu+tcp to 127.0.0.1:1, where nothing listens: libvirt is refused for real.
     app = make_app(fleet_config(tmp_path, unreachable=True))
     async with app.run_test(size=(120, 30)) as pilot:
-        await app.wait_idle(15)
+        await app.wait_idle(30)
         await pilot.pause()
         assert names(app) == ALL
         hosts = {h.name: h for h in app.fleet_screen.strip.hosts}
-        assert hosts["gamma"].state is HostState.UNREACHABLE
-        assert hosts["gamma"].error
+        # Between retries it is "connecting" for a moment; the strip still says unreachable.
+        assert HostStrip.shown_state(hosts["gamma"]) is HostState.UNREACHABLE
+        assert "Connection refused" in (hosts["gamma"].error or "")
         assert hosts["alpha"].state is HostState.UP
-        # Focusing the strip and picking the host shows its error.
-        strip = app.fleet_screen.query_one(HostStrip)
-        strip.focus()
-        strip.pick("gamma")
-        await pilot.pause()
-        assert hosts["gamma"].error in str(strip.render())
+        # The chip says so, and focusing the strip and picking the host shows its error.
+        shown = await strip_text(app, pilot, "gamma")
+        assert "✖ gamma unreachable" in shown
+        assert hosts["gamma"].error in shown
+        # The hosts that answer keep working: a start there shows.
+        await start_shows(app, pilot, "build-01")
 
 
-async def test_rows_of_a_lost_host_stay_visible_and_stale(tmp_path: Path) -> None:
-    app = make_app(fleet_config(tmp_path))
+@pytest.mark.daemon
+async def test_hung_host_delays_no_other(
+    tmp_path: Path, sshd: SshServer, delay_relay: Callable[..., DelayRelay]
+) -> None:
+    # gamma accepts TCP connections and then says nothing (a black-holed relay): a hung host.
+    relay = delay_relay(sshd.port, blackhole=True)
+    base = fleet_config(tmp_path)
+    config = dataclasses.replace(
+        base, hosts=(*base.hosts, ssh_host_through(relay, sshd, tmp_path, "gamma"))
+    )
+    assert config.timing.connect_timeout == 10  # the default: gamma hangs that long
+    app = make_app(config)
+    strip = app.fleet_screen.strip
+
+    def gamma() -> Host:
+        return next(h for h in strip.hosts if h.name == "gamma")
+
     async with app.run_test(size=(120, 30)) as pilot:
-        await app.wait_idle()
-        session = app.fleet.session("beta")
-        stale = tuple(dataclasses.replace(vm, stale=True) for vm in session.vms.values())
-        # What HostSession emits when a connection drops (see _go_unreachable).
-        app._on_fleet_event(InventoryLoaded("beta", stale))
-        app._on_fleet_event(
-            HostChanged(
-                dataclasses.replace(
-                    session.host, state=HostState.UNREACHABLE, error="keepalive timed out"
-                )
-            )
+        # alpha and beta are listed and act (in about a second; gamma hangs for ten).
+        await until(lambda: names(app) == ALL, timeout=30, what="alpha and beta listed")
+        await start_shows(app, pilot, "build-01")
+        # ...all while gamma still hangs: tried, not yet given up, shown as connecting.
+        assert relay.accepted >= 1
+        assert gamma().state is HostState.CONNECTING and gamma().error is None, gamma()
+        assert "◌ gamma connecting…" in await strip_text(app, pilot, "gamma")
+        # Then gamma gives up after its connect timeout and says why.
+        await until(
+            lambda: "timed out" in (gamma().error or ""), timeout=60, what="gamma timed out"
         )
-        await app.wait_idle()
-        await pilot.pause()
+        shown = await strip_text(app, pilot, "gamma")
+        assert "✖ gamma unreachable" in shown
+        assert (gamma().error or "?") in shown
         assert names(app) == ALL
+
+
+@pytest.mark.daemon
+async def test_rows_of_a_lost_host_stay_visible_and_stale(
+    tmp_path: Path,
+    sshd: SshServer,
+    delay_relay: Callable[..., DelayRelay],
+    tcg_domain: DomainFactory,
+) -> None:
+    dom = tcg_domain()  # shut off, on the real libvirtd that "remote" reaches over ssh
+    vm_name = dom.name()
+    relay = delay_relay(sshd.port)
+    base = fleet_config(tmp_path)
+    config = dataclasses.replace(
+        base,
+        hosts=(*base.hosts, ssh_host_through(relay, sshd, tmp_path, "remote")),
+        timing=Timing(connect_timeout=8, call_timeout=10),
+    )
+    app = make_app(config)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle(60)
+        await until(lambda: vm_name in names(app), timeout=30, what=f"{vm_name} listed")
         table = app.fleet_screen.table
-        assert table.vm(key_of(app, "cache-01")).stale  # type: ignore[union-attr]
+        key = key_of(app, vm_name)
+        strip = app.fleet_screen.strip
+
+        def remote() -> Host:
+            return next(h for h in strip.hosts if h.name == "remote")
+
+        assert remote().state is HostState.UP, remote().error
+        assert not table.vm(key).stale  # type: ignore[union-attr]
+        assert " shutoff " in on_screen(app, vm_name)
+
+        relay.stop()  # the network to "remote" is gone: live connections cut, new ones refused
+
+        # Reconnecting is refused, so the host stays lost and says why.
+        await until(
+            lambda: "connection refused" in (remote().error or ""),
+            timeout=60,
+            what="remote's reconnect refused",
+        )
+        await until(
+            lambda: (vm := app.store.vms.get(key)) is not None and vm.stale,
+            timeout=30,
+            what=f"the backend to keep {vm_name} as stale",
+        )
+
+        def shown_stale() -> bool:
+            vm = table.vm(key)
+            return vm is not None and vm.stale and key in table.shown_keys
+
+        # Its rows stay, marked stale (~ before the last known state); the others are live.
+        await until(shown_stale, timeout=30, what=f"the table to show {vm_name} as stale")
+        assert set(ALL) <= set(names(app))
+        assert " ~shutoff " in on_screen(app, vm_name)
         assert not table.vm(key_of(app, "web-01")).stale  # type: ignore[union-attr]
-        table.move_cursor_to(key_of(app, "cache-01"))
+        assert " running " in on_screen(app, "web-01")
+        # On the stale row the status line tells why; the strip marks the host unreachable.
+        table.move_cursor_to(key)
         await pilot.pause()
-        assert "beta unreachable: keepalive timed out" in str(app.fleet_screen.status.render())
-        # No action is offered for a stale VM.
-        app.run_lifecycle("start")
-        await pilot.pause()
-        assert not isinstance(app.screen, DetailScreen)
+        error = remote().error or "?"
+        assert f"remote unreachable: {error}" in app.fleet_screen.status.render().plain
+        shown = await strip_text(app, pilot, "remote")
+        assert "✖ remote unreachable" in shown
+        assert error in shown
+        # No action is offered for a stale VM: the key is refused with a word, not tried
+        # against the dead host (that would fail with the host's error instead).
+        app.fleet_screen.table.focus()
+        table.move_cursor_to(key)
+        await pilot.press("s")
+        await until(lambda: bool(app._notifications), timeout=30, what="a toast")
+        messages = [n.message for n in app._notifications]
+        assert messages == ["Start: not possible for a VM that is stale"], messages
+        assert app.screen is app.fleet_screen  # no dialog either
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF
+        # The other hosts keep working: a start there shows.
+        await start_shows(app, pilot, "build-01")
+        assert table.vm(key).stale  # type: ignore[union-attr]
 
 
 async def test_readonly_hides_and_refuses_actions(tmp_path: Path) -> None:
