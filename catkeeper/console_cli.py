@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 from catkeeper.config import Config
@@ -44,8 +45,9 @@ def add_subcommands(subparsers: Any) -> None:
     p.set_defaults(subcommand="vnc")
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    return asyncio.run(_run(args, config, sys.stdout, sys.stderr))
+def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] = time.time) -> int:
+    """Run ``catkeeper vnc`` with parsed ``args``; the exit code. ``clock`` is the fleet's "now"."""
+    return asyncio.run(_run(args, config, sys.stdout, sys.stderr, clock))
 
 
 def _host_of(ref: str, config: Config) -> list[str] | None:
@@ -55,7 +57,13 @@ def _host_of(ref: str, config: Config) -> list[str] | None:
     return None  # a bare name: every host is asked
 
 
-async def _run(args: argparse.Namespace, config: Config, out: TextIO, err: TextIO) -> int:
+async def _run(
+    args: argparse.Namespace,
+    config: Config,
+    out: TextIO,
+    err: TextIO,
+    clock: Callable[[], float] = time.time,
+) -> int:
     from catkeeper.backend.errors import BackendError
     from catkeeper.backend.fleet import Fleet, UnknownHost
     from catkeeper.backend.viewer import Consoles
@@ -68,7 +76,7 @@ async def _run(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
         return code
 
     try:
-        fleet = Fleet(config, readonly=readonly, only=_host_of(args.vm, config))
+        fleet = Fleet(config, readonly=readonly, only=_host_of(args.vm, config), clock=clock)
     except UnknownHost as exc:
         return fail(str(exc), EXIT_USAGE)
     consoles = Consoles(config.viewer)
@@ -98,9 +106,13 @@ async def _run(args: argparse.Namespace, config: Config, out: TextIO, err: TextI
             )
             await console.wait()
             return fail(console.failure, EXIT_FAILED) if console.failure else EXIT_OK
-        print_info(console.info, out)
-        out.flush()
-        await _until_interrupted(console)
+        stop = asyncio.Event()
+        # Catch Ctrl-C before saying it closes the tunnel: one typed (or sent by a script
+        # that read the text) right after it must not end us with a traceback.
+        with _stopped_by_signals(stop):
+            print_info(console.info, out)
+            out.flush()
+            await _until_stopped(console, stop)
         return EXIT_OK
     finally:
         await consoles.aclose()
@@ -124,15 +136,24 @@ def print_info(info: Any, out: TextIO) -> None:
     print("Ctrl-C closes the tunnel.", file=out)
 
 
-async def _until_interrupted(console: Any) -> None:
-    """Hold the tunnel until SIGINT/SIGTERM (or until it closes by itself)."""
-    stop = asyncio.Event()
+@contextlib.contextmanager
+def _stopped_by_signals(stop: asyncio.Event) -> Iterator[None]:
+    """While inside: SIGINT and SIGTERM set ``stop`` instead of ending the process."""
     loop = asyncio.get_running_loop()
     handled = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
             handled.append(sig)
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+async def _until_stopped(console: Any, stop: asyncio.Event) -> None:
+    """Hold the tunnel until ``stop`` is set (or until the tunnel closes by itself)."""
     waits = [asyncio.ensure_future(stop.wait())]
     if console.tunnel is not None:
         waits.append(asyncio.ensure_future(console.tunnel.wait_closed()))
@@ -141,30 +162,3 @@ async def _until_interrupted(console: Any) -> None:
     finally:
         for w in waits:
             w.cancel()
-        for sig in handled:
-            loop.remove_signal_handler(sig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry (``python -m catkeeper.console_cli``) until cli.py wires ``vnc``."""
-    from catkeeper.config import ConfigError, load_config
-    from catkeeper.logsetup import setup_logging
-
-    parser = argparse.ArgumentParser(prog="catkeeper")
-    parser.add_argument("--config", metavar="PATH")
-    parser.add_argument("--readonly", action="store_true")
-    parser.add_argument("--log", metavar="FILE")
-    parser.add_argument("-v", "--verbose", action="count", default=0)
-    add_subcommands(parser.add_subparsers(dest="subcommand", required=True))
-    args = parser.parse_args(argv)
-    setup_logging(args.log, args.verbose, os.environ)
-    try:
-        config = load_config(args.config, os.environ)
-    except ConfigError as exc:
-        print(f"catkeeper: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return run(args, config)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,8 @@
 ``add_subcommands(subparsers)`` adds the ``scan`` sub-command to the main parser;
 ``run(args, config)`` runs it and returns the exit code. Options use ``scan_*`` dests so they
 never clobber the main parser's own ``--host``/``--json`` (argparse lets a sub-parser's
-defaults overwrite its parent's values); the main parser's ``--host`` is honoured too.
+defaults overwrite its parent's values); the main parser's ``--host`` and ``--json``
+are honoured too.
 
 Imports neither textual nor rich, and scapy only if a local sweep runs.
 """
@@ -14,13 +15,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from catkeeper.config import Config, ConfigError, load_config
+from catkeeper.config import Config
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -96,15 +96,19 @@ async def scan(
     timeout: float = 30.0,
     readonly: bool = False,
     progress_to: TextIO | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Any], int]:
-    """Connect, scan every chosen host at once, return (JSON document, exit code)."""
+    """Connect, scan every chosen host at once, return (JSON document, exit code).
+
+    ``clock`` is the fleet's "now": sightings are stamped with it and ages measured by it.
+    """
     from catkeeper.backend.fleet import Fleet
     from catkeeper.backend.ipbook import best_ip
     from catkeeper.backend.ipscan.local_sweep import SweepOptions
     from catkeeper.backend.ipscan.scheduler import IpScanner, ScanProgress
     from catkeeper.model import HostState, to_jsonable
 
-    fleet = Fleet(config, readonly=readonly, only=hosts)
+    fleet = Fleet(config, readonly=readonly, only=hosts, clock=clock)
 
     def show(p: ScanProgress) -> None:
         if progress_to is not None:
@@ -125,7 +129,7 @@ async def scan(
     try:
         await fleet.wait_settled(config.timing.connect_timeout + config.timing.call_timeout)
         scans = await scanner.scan(libvirt=libvirt, sweep=sweep)
-        now = time.time()
+        now = fleet.clock()
         vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
         doc: dict[str, Any] = {
             "generated_at": now,
@@ -205,8 +209,8 @@ def render_text(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(args: argparse.Namespace, config: Config) -> int:
-    """Run ``catkeeper scan`` with parsed ``args``; returns the exit code."""
+def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] = time.time) -> int:
+    """Run ``catkeeper scan`` with parsed ``args``; returns the exit code. ``clock``: "now"."""
     from catkeeper.backend.fleet import UnknownHost
     from catkeeper.backend.ipscan.netinfo import SubnetError, check_subnet
 
@@ -233,34 +237,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 timeout=args.scan_timeout,
                 readonly=bool(getattr(args, "readonly", False)),
                 progress_to=sys.stderr if sys.stderr.isatty() else None,
+                clock=clock,
             )
         )
     except UnknownHost as exc:
         print(f"catkeeper: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.scan_json:
+    if args.scan_json or getattr(args, "json", False):  # ``catkeeper --json scan`` too
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
         sys.stdout.write(render_text(doc))
     sys.stdout.flush()
     return code
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m catkeeper.scan_cli [--config PATH | --demo] scan …``, until cli.py has it."""
-    parser = argparse.ArgumentParser(prog="python -m catkeeper.scan_cli")
-    parser.add_argument("--config", metavar="PATH")
-    parser.add_argument("--demo", action="store_true")
-    parser.add_argument("--readonly", action="store_true")
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, os.environ, demo=args.demo)
-    except ConfigError as exc:
-        print(f"catkeeper: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return run(args, config)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
