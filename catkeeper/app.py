@@ -112,7 +112,7 @@ class CatkeeperApp(App[int]):
     ) -> None:
         super().__init__()
         self.config = config
-        self.fleet = fleet or Fleet(config, readonly=readonly, only=only)
+        self.fleet = fleet or Fleet(config, readonly=readonly, only=only, clock=clock)
         self.readonly = readonly or config.readonly or self.fleet.readonly
         self._forced_readonly = self.readonly
         self.clock = clock

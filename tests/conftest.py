@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import Any
 
 import libvirt
 import pytest
@@ -20,35 +18,46 @@ from tests.daemons import (
     SshServer,
     ensure_libvirtd,
 )
+from tests.environment import REQUIRE, require_tools, required, unavailable
 
 # libvirt prints every error to stderr by default; tests assert on exceptions instead.
 libvirt.registerErrorHandler(lambda *_: None, None)
 
 
-def _unavailable(reason: str) -> NoReturn:
-    # With CATKEEPER_REQUIRE_DAEMONS=1 (meant for CI, where we are root) a missing daemon
-    # fails loudly instead of quietly turning the real-transport tests into skips.
-    if os.environ.get("CATKEEPER_REQUIRE_DAEMONS"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+# Tests that use these fixtures need real daemons: they get the ``daemon`` mark, so that
+# ``-m "not daemon"`` selects the rest (CI runs those again under faketime, years ahead).
+DAEMON_FIXTURES = frozenset({"libvirtd", "sshd"})
 
 
-def _require(*tools: str) -> None:
-    if os.geteuid() != 0:
-        _unavailable("needs root to run real daemons")
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        _unavailable(f"not installed: {', '.join(missing)} (scripts/bootstrap test)")
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DAEMON_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.daemon)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With CATKEEPER_REQUIRE_DAEMONS=1 no test may skip, whatever skipped it.
+
+    ``unavailable`` already fails for the environment's gaps we know of; this catches every
+    other ``pytest.skip``/``skipif`` so that "0 skipped" under CI is a fact, not a hope.
+    """
+    outcome: Any = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.skipped and required() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under {REQUIRE}=1, where every test must run: {reason}"
 
 
 @pytest.fixture(scope="session")
 def libvirtd() -> Iterator[LibvirtDaemon]:
     """The real system libvirtd (qemu:///system), started for the session if none answers."""
-    _require("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64")
+    require_tools("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64")
     try:
         daemon = ensure_libvirtd()
     except DaemonError as e:
-        _unavailable(str(e))
+        unavailable(str(e))
     yield daemon
     daemon.stop()
 
@@ -57,17 +66,18 @@ def libvirtd() -> Iterator[LibvirtDaemon]:
 def restart_libvirtd(libvirtd: LibvirtDaemon) -> Callable[[], float]:
     """``restart_libvirtd()`` restarts the daemon (returns seconds until it answered).
 
-    Skips instead when the suite did not start the daemon (we never kill a foreign one) or
-    another test session keeps using it. Reopen connections afterwards.
+    Waits while another test session uses the daemon. ``unavailable`` (a skip, or a failure
+    under CATKEEPER_REQUIRE_DAEMONS=1) when the suite did not start the daemon: we never kill
+    a foreign one. Reopen connections afterwards.
     """
     if not libvirtd.owned:
-        pytest.skip("libvirtd was not started by the test suite; restarting means killing it")
+        unavailable("libvirtd was not started by the test suite; restarting means killing it")
 
     def restart() -> float:
         try:
             return libvirtd.restart()
         except (DaemonBusyError, DaemonNotOwnedError) as e:
-            pytest.skip(str(e))
+            unavailable(str(e))
 
     return restart
 
@@ -84,7 +94,7 @@ def tcg_domain(libvirtd: LibvirtDaemon) -> Iterator[DomainFactory]:
 @pytest.fixture
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """A private sshd on 127.0.0.1 accepting root with ``sshd.client_key``; fresh log per test."""
-    _require("/usr/sbin/sshd", "ssh-keygen")
+    require_tools("/usr/sbin/sshd", "ssh-keygen")
     with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server
 

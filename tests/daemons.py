@@ -6,10 +6,12 @@ a recycled PID is never hit).
 
 Sharing libvirtd between concurrent pytest sessions (several people work on one machine):
 every session holds a shared flock on ``/run/catkeeper-tests/libvirtd.users`` while it uses
-the daemon; the PIDs of a libvirtd/virtlogd started by a test session are recorded in
-``/run/catkeeper-tests/libvirtd.json``. The last session out (the one that gets an exclusive
-lock) removes leaked ``ckt-`` domains and ends the recorded daemons. A libvirtd the suite did
-not start (a developer's own service) is reused and never ended.
+the daemon, and one on ``libvirtd.keep`` until it is done with it; the PIDs of a
+libvirtd/virtlogd started by a test session are recorded in
+``/run/catkeeper-tests/libvirtd.json``. The last session out (the one that gets both locks
+exclusively) removes leaked ``ckt-`` domains, ends the recorded daemons and puts back the
+``qemu.conf`` the suite edited. A libvirtd the suite did not start (a developer's own service)
+is reused and never ended, and its configuration is not touched.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ LIBVIRTD_PIDFILE = Path("/run/libvirtd.pid")
 VIRTLOGD_PIDFILE = Path("/run/virtlogd.pid")
 QEMU_CONF = Path("/etc/libvirt/qemu.conf")
 STATE_DIR = Path("/run/catkeeper-tests")
+QEMU_CONF_SAVED = STATE_DIR / "qemu.conf.orig"  # as it was before the suite first edited it
 DOMAIN_PREFIX = "ckt-"
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself per connection, so it needs an absolute path
 
@@ -184,12 +187,13 @@ def libvirtd_answers(timeout: float = 5.0) -> bool:
     return r.returncode == 0
 
 
-def ensure_qemu_runs_as_root(conf: Path = QEMU_CONF) -> bool:
+def ensure_qemu_runs_as_root(conf: Path = QEMU_CONF, saved: Path | None = None) -> bool:
     """Put ``user = "root"`` / ``group = "root"`` in qemu.conf; True if the file changed.
 
     Without them libvirtd re-probes /dev/kvm access on every call and ``define`` takes ~40 s.
     Other active ``user``/``group`` lines are commented out (libvirt would take the last one,
-    but two conflicting lines mislead the next reader).
+    but two conflicting lines mislead the next reader). The original goes to ``saved``
+    (unless a copy is there already) for ``restore_qemu_conf``.
     """
     text = conf.read_text()
     active = {
@@ -210,10 +214,24 @@ def ensure_qemu_runs_as_root(conf: Path = QEMU_CONF) -> bool:
         'group = "root"',
         "",
     ]
+    if saved is not None and not saved.exists():
+        shutil.copy2(conf, saved)
     tmp = conf.with_name(conf.name + ".catkeeper-tmp")
     tmp.write_text("\n".join(lines))
     os.chmod(tmp, conf.stat().st_mode & 0o7777)
     os.replace(tmp, conf)
+    return True
+
+
+def restore_qemu_conf(conf: Path = QEMU_CONF, saved: Path | None = None) -> bool:
+    """Put back the qemu.conf that ``ensure_qemu_runs_as_root`` saved; True if it did."""
+    saved = saved or QEMU_CONF_SAVED
+    if not saved.exists():
+        return False
+    tmp = conf.with_name(conf.name + ".catkeeper-tmp")
+    shutil.copy2(saved, tmp)
+    os.replace(tmp, conf)
+    saved.unlink()
     return True
 
 
@@ -252,13 +270,14 @@ class LibvirtDaemon:
     start_seconds: float = 0.0
     log_path: Path = STATE_DIR / "libvirtd.log"
     _users: IO[str] | None = field(default=None, repr=False)
+    _keep: IO[str] | None = field(default=None, repr=False)
 
     def open(self) -> libvirt.virConnect:
         import libvirt
 
         return libvirt.open(self.uri)
 
-    def restart(self, timeout: float = 60.0, busy_timeout: float = 5.0) -> float:
+    def restart(self, timeout: float = 60.0, busy_timeout: float = 1800.0) -> float:
         """End our libvirtd by PID, start it again, return seconds until it answered.
 
         Running guests survive (libvirtd reconnects to them); open connections and domain
@@ -266,49 +285,59 @@ class LibvirtDaemon:
 
         Choices: a daemon the suite did not start is never killed (end only what we started):
         ``DaemonNotOwnedError``. Restarting under a concurrent test session would break its
-        connections mid-test, so this waits up to ``busy_timeout`` to be the only session
-        using the daemon, then raises ``DaemonBusyError``. Keep that wait short: two sessions
-        that both want to restart wait for each other. The ``restart_libvirtd`` fixture turns
-        both errors into skips, so overlapping local runs skip instead of failing.
+        connections mid-test, so this waits until this session is the only one using the
+        daemon (up to ``busy_timeout``, then ``DaemonBusyError``). While it waits it stops
+        counting as a user (it holds no connection that must survive), so two sessions that
+        both want to restart take turns instead of waiting for each other; its ``keep`` lock
+        stops the other session, should it finish meanwhile, from ending the daemon.
         """
+        if self._users is None:
+            raise DaemonNotOwnedError("this handle was stopped; refusing to restart libvirtd")
+        users = self._users
+        mutex = STATE_DIR / "libvirtd.mutex"
         deadline = time.monotonic() + busy_timeout
-        while True:
-            with _flock(STATE_DIR / "libvirtd.mutex", fcntl.LOCK_EX, timeout=120):
-                # Re-read: another session may have restarted it since we looked.
-                ours = _load_state().get("libvirtd")
-                if ours is None or self._users is None:
-                    raise DaemonNotOwnedError(
-                        "libvirtd was not started by the test suite (or this handle was "
-                        "stopped); refusing to kill it"
+        with _flock(mutex, fcntl.LOCK_EX, timeout=120):
+            fcntl.flock(users, fcntl.LOCK_UN)
+        # Every change of our users lock happens under the mutex, and we never leave the mutex
+        # holding it exclusively: sessions that take the mutex and then a shared lock never wait.
+        try:
+            while True:
+                with _flock(mutex, fcntl.LOCK_EX, timeout=120):
+                    # Re-read: another session may have restarted it since we looked.
+                    ours = _load_state().get("libvirtd")
+                    if ours is None:
+                        raise DaemonNotOwnedError(
+                            "libvirtd was not started by the test suite; refusing to kill it"
+                        )
+                    if self._try_exclusive():
+                        try:
+                            ours.terminate(timeout=30)
+                            t0 = time.monotonic()
+                            self.libvirtd = _start_libvirtd(self.log_path, timeout)
+                            _save_state({**_load_state(), "libvirtd": self.libvirtd})
+                            return time.monotonic() - t0
+                        finally:
+                            fcntl.flock(users, fcntl.LOCK_SH)
+                if time.monotonic() > deadline:
+                    raise DaemonBusyError(
+                        f"another test session kept using libvirtd for {busy_timeout:.0f} s"
                     )
-                if self._try_exclusive():
-                    try:
-                        ours.terminate(timeout=30)
-                        t0 = time.monotonic()
-                        self.libvirtd = _start_libvirtd(self.log_path, timeout)
-                        _save_state({**_load_state(), "libvirtd": self.libvirtd})
-                        return time.monotonic() - t0
-                    finally:
-                        fcntl.flock(self._users, fcntl.LOCK_SH)
-            if time.monotonic() > deadline:
-                raise DaemonBusyError(
-                    f"another test session kept using libvirtd for {busy_timeout:.0f} s"
-                )
-            time.sleep(0.2)
+                time.sleep(0.2)
+        except BaseException:
+            with _flock(mutex, fcntl.LOCK_EX, timeout=120):
+                fcntl.flock(users, fcntl.LOCK_SH)  # a user again (taking it twice is harmless)
+            raise
 
     def _try_exclusive(self) -> bool:
-        """Turn our shared use into exclusive if no other session uses the daemon.
+        """Take the users lock exclusively if no other session uses the daemon.
 
-        Caller holds the mutex, so no one else can be taking an exclusive lock and falling
-        back to shared below cannot block.
+        Caller holds the mutex and holds no lock on the users file.
         """
         assert self._users is not None
         try:
             fcntl.flock(self._users, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return True
         except BlockingIOError:
-            # A failed conversion may have dropped our shared lock (flock(2)): take it back.
-            fcntl.flock(self._users, fcntl.LOCK_SH)
             return False
 
     def stop(self) -> None:
@@ -316,10 +345,15 @@ class LibvirtDaemon:
         if self._users is None:
             return
         with _flock(STATE_DIR / "libvirtd.mutex", fcntl.LOCK_EX, timeout=120):
-            self._users.close()  # drops our shared lock
-            self._users = None
+            for held in (self._users, self._keep):
+                if held is not None:
+                    held.close()  # drops our shared lock
+            self._users = self._keep = None
             try:
-                with _flock(STATE_DIR / "libvirtd.users", fcntl.LOCK_EX, timeout=0):
+                with (
+                    _flock(STATE_DIR / "libvirtd.users", fcntl.LOCK_EX, timeout=0),
+                    _flock(STATE_DIR / "libvirtd.keep", fcntl.LOCK_EX, timeout=0),
+                ):
                     last = True
             except DaemonError:
                 last = False  # another session still uses the daemon; it will clean up
@@ -331,6 +365,7 @@ class LibvirtDaemon:
                 if (proc := state.get(name)) is not None:
                     proc.terminate()
             _save_state({})
+            restore_qemu_conf()
 
 
 def _sweep_test_domains(uri: str) -> None:
@@ -410,7 +445,9 @@ def ensure_libvirtd(timeout: float = 60.0) -> LibvirtDaemon:
     with _flock(STATE_DIR / "libvirtd.mutex", fcntl.LOCK_EX, timeout=timeout + 60):
         users = open(STATE_DIR / "libvirtd.users", "a+")  # noqa: SIM115 - held until stop()
         fcntl.flock(users, fcntl.LOCK_SH)  # never blocks: exclusive holders hold the mutex too
-        daemon._users = users
+        keep = open(STATE_DIR / "libvirtd.keep", "a+")  # noqa: SIM115 - held until stop()
+        fcntl.flock(keep, fcntl.LOCK_SH)  # never blocks: a last one out holds it under the mutex
+        daemon._users, daemon._keep = users, keep
         try:
             state = _load_state()
             if libvirtd_answers():
@@ -425,7 +462,7 @@ def ensure_libvirtd(timeout: float = 60.0) -> LibvirtDaemon:
                     "runs but does not answer; not touching it"
                 )
             t0 = time.monotonic()
-            ensure_qemu_runs_as_root()
+            ensure_qemu_runs_as_root(saved=QEMU_CONF_SAVED)
             daemon.log_path.unlink(missing_ok=True)
             daemon.virtlogd = state.get("virtlogd")
             if daemon.virtlogd is None:
@@ -445,7 +482,8 @@ def ensure_libvirtd(timeout: float = 60.0) -> LibvirtDaemon:
             if new_virtlogd is not None:
                 new_virtlogd.terminate()
             users.close()
-            daemon._users = None
+            keep.close()
+            daemon._users = daemon._keep = None
             raise
 
 

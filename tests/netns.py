@@ -31,9 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
-
 from tests.daemons import SSHD, _keygen, stop_sshd_tree
+from tests.environment import unavailable
 
 PREFIX = "ckip"
 GUEST_NET = ipaddress.IPv4Network("198.18.0.0/16")  # only ever inside our namespaces
@@ -53,9 +52,7 @@ def require_netns() -> None:
     elif missing := [t for t in ("ip", "capsh") if shutil.which(t) is None]:
         reason = f"not installed: {', '.join(missing)} (scripts/bootstrap test)"
     if reason:
-        if os.environ.get("CATKEEPER_REQUIRE_DAEMONS"):
-            pytest.fail(reason, pytrace=False)
-        pytest.skip(reason)
+        unavailable(reason)
 
 
 def run(*argv: str, timeout: float = 10.0) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import shutil
 import socket
 import stat
 import subprocess
@@ -35,6 +34,7 @@ from tests.daemons import (
     rfb_banner,
     vnc_port,
 )
+from tests.environment import require_tools
 
 pytestmark = pytest.mark.daemon
 
@@ -371,8 +371,7 @@ def disconnect_clients_of(sshd: SshServer) -> int:
 async def test_libvirt_drop_reuses_the_ssh_connection_and_keeps_tunnels(
     sshd: SshServer, tcg_domain: DomainFactory
 ) -> None:
-    if shutil.which("virt-admin") is None:
-        pytest.skip("virt-admin not installed (libvirt-clients)")
+    require_tools("virt-admin")
     dom = tcg_domain(start=True)
     fleet = Fleet(config(ssh_host(sshd)))
     states: list[HostState] = []

@@ -23,7 +23,6 @@ from catkeeper.screens.reservation import ReservationScreen
 from catkeeper.screens.snapshots import SnapshotsScreen
 from tests.tui_support import (
     fleet_config,
-    freeze_ip_clock,
     key_of,
     make_app,
     plain,
@@ -241,10 +240,7 @@ async def test_serial_console_the_driver_cannot_open_is_a_toast(tmp_path: Path) 
 # ---- guest IPs ---------------------------------------------------------------------------
 
 
-async def test_i_fills_the_ip_column_and_the_detail_lists_every_source(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    freeze_ip_clock(monkeypatch)
+async def test_i_fills_the_ip_column_and_the_detail_lists_every_source(tmp_path: Path) -> None:
     app = make_app(fleet_config(tmp_path))  # no background scans
     async with app.run_test(size=(160, 40)) as pilot:
         await _ready(app, pilot, "web-01")
@@ -269,7 +265,6 @@ async def test_i_fills_the_ip_column_and_the_detail_lists_every_source(
 
 
 async def test_I_scans_the_whole_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    freeze_ip_clock(monkeypatch)
     app = make_app(fleet_config(tmp_path))
     # No sweep of this machine's networks from a test: libvirt's sources only.
     real = app.ipscan.scan_host
@@ -284,10 +279,7 @@ async def test_I_scans_the_whole_host(tmp_path: Path, monkeypatch: pytest.Monkey
         assert _vm(app, "cache-01").ips == ()  # beta was not asked
 
 
-async def test_background_scans_fill_ips_without_a_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    freeze_ip_clock(monkeypatch)
+async def test_background_scans_fill_ips_without_a_key(tmp_path: Path) -> None:
     app = make_app(fleet_config(tmp_path, ipscan=IpScan(libvirt_interval=60.0)))
     async with app.run_test(size=(160, 30)):
         await app.wait_idle()

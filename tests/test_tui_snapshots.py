@@ -21,14 +21,12 @@ from textual.pilot import Pilot
 
 from catkeeper.app import CatkeeperApp
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.host import HostSession
 from catkeeper.config import DEMO_DIR, Config, HostConfig, Timing, demo_config
 from catkeeper.screens.store import vm_key
 from tests.tui_support import (
     DEMO_NOW,
     NO_BACKGROUND_SCANS,
     UNREACHABLE_URI,
-    freeze_ip_clock,
     make_app,
 )
 
@@ -38,10 +36,6 @@ Snap = Callable[..., bool]
 
 @pytest.fixture(autouse=True)
 def frozen(monkeypatch: pytest.MonkeyPatch) -> None:
-    kwdefaults = HostSession.__init__.__kwdefaults__
-    assert kwdefaults is not None and "clock" in kwdefaults
-    monkeypatch.setitem(kwdefaults, "clock", lambda: DEMO_NOW)
-    freeze_ip_clock(monkeypatch, DEMO_NOW)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
 

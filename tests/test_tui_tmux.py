@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import require_tools, unavailable
 from tests.tui_support import fleet_config
 
 BINARY = Path(sys.executable).with_name("catkeeper")
@@ -52,10 +52,9 @@ class Tmux:
 
 @pytest.fixture
 def tmux() -> Iterator[Tmux]:
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed")
+    require_tools("tmux", root=False)
     if not BINARY.exists():
-        pytest.skip(f"no catkeeper entry point at {BINARY} (pip install -e .)")
+        unavailable(f"no catkeeper entry point at {BINARY} (pip install -e .)")
     server = Tmux()
     yield server
     server.kill()

@@ -7,10 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from catkeeper.app import CatkeeperApp
-from catkeeper.backend.ipscan import libvirt_source
 from catkeeper.config import Config, GracefulStop, HostConfig, IpScan
 
 # 2027-01-15 12:00 UTC: reservations below end before or after it.
@@ -141,14 +138,6 @@ def fleet_config(
         graceful_stop=GracefulStop(acpi_wait=acpi_wait, ctrl_alt_del_wait=ctrl_alt_del_wait),
         ipscan=ipscan,
     )
-
-
-def freeze_ip_clock(monkeypatch: pytest.MonkeyPatch, now: float = FROZEN_NOW) -> None:
-    """Sightings dated by the frozen clock the app (and its IP book) runs on; else the book
-    would judge today's sightings against a frozen "now" and drop or age them."""
-    kwdefaults = libvirt_source.libvirt_sightings.__kwdefaults__
-    assert kwdefaults is not None and "clock" in kwdefaults
-    monkeypatch.setitem(kwdefaults, "clock", lambda: now)
 
 
 def make_app(config: Config, **kwargs: object) -> CatkeeperApp:
