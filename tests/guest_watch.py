@@ -172,6 +172,11 @@ class GuestWatch:
                 out.append(s.name if s.kind == "qmp" else f"libvirt:{s.name}")
         return out
 
+    def in_order(self, *names: str, since: int = 0) -> bool:
+        """Whether these ``names()`` entries all came, in this order (others between)."""
+        rest = iter(self.names(since))
+        return all(name in rest for name in names)
+
     def host_resets(self, since: int = 0) -> list[Seen]:
         return [
             s

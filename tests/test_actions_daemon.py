@@ -118,11 +118,9 @@ async def test_reboot_of_a_guest_that_obeys_acpi(
         ),
         what="the reboot",
     )
-    names = watch.names(mark)
-    assert names.index("POWERDOWN") < names.index("SHUTDOWN(guest-shutdown)"), names
-    assert names.index("SHUTDOWN(guest-shutdown)") < names.index("RESET(host-qmp-system-reset)"), (
-        names
-    )
+    assert watch.in_order(
+        "POWERDOWN", "SHUTDOWN(guest-shutdown)", "RESET(host-qmp-system-reset)", since=mark
+    ), watch.names(mark)
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert fleet.session(HOST).vms[vm.uuid].state is VmState.RUNNING
 
