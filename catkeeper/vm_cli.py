@@ -42,7 +42,13 @@ def add_subcommands(subparsers: Any) -> None:
 
     def common(p: argparse.ArgumentParser, *, json_out: bool = True) -> None:
         if json_out:
-            p.add_argument("--json", action="store_true", help="print the result as JSON")
+            # SUPPRESS: no default here, or it would undo a global --json given before the verb.
+            p.add_argument(
+                "--json",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="print the result as JSON",
+            )
         p.add_argument(
             "--wait-host",
             type=float,

@@ -89,11 +89,6 @@ def test_rename_clone_delete(lab: Path) -> None:
     assert r.code == 1 and "read-only" in r.err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="vm_cli's sub-parsers give --json a default of False, which overwrites the main "
-    "parser's --json (reserve_cli uses default=SUPPRESS); remove this mark when fixed",
-)
 def test_the_global_json_option_reaches_the_vm_verbs(lab: Path) -> None:
     r = ck(lab, "--json", "rename", "alpha/off", "off2")
     assert r.code == 0 and r.json()["name"] == "off2", r.err
