@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -32,6 +31,7 @@ from catkeeper.config import Config, HostConfig, SshSettings, Timing
 from catkeeper.model import HostState
 from tests.cli_support import cli_env, end, start_catkeeper
 from tests.daemons import DomainFactory, SshServer, rfb_banner, tcg_domain_xml, unique_domain_name
+from tests.environment import require_tools
 
 pytestmark = pytest.mark.daemon
 
@@ -50,11 +50,7 @@ WAIT = 60.0
 @pytest.fixture
 def xvfb() -> Iterator[str]:
     """A private X server; yields its DISPLAY (":N"), ended by PID afterwards."""
-    for tool in ("Xvfb", "xtigervncviewer"):
-        if shutil.which(tool) is None:
-            if os.environ.get("CATKEEPER_REQUIRE_DAEMONS"):
-                pytest.fail(f"not installed: {tool} (scripts/bootstrap test)", pytrace=False)
-            pytest.skip(f"not installed: {tool} (scripts/bootstrap test)")
+    require_tools("Xvfb", "xtigervncviewer", root=False)
     read_end, write_end = os.pipe()
     proc = subprocess.Popen(
         # -displayfd: the server picks a free display and writes its number when ready;

@@ -165,8 +165,9 @@ async def test_a_failing_step_removes_what_earlier_steps_made(fleet: Fleet, lab:
     assert "No PCI buses available" in message  # libvirt's own words for that machine
     assert f"removed again: volume {lab.dir / spec.name}.qcow2" in message
     assert lab.volumes() == volumes
-    with pytest.raises(libvirt.libvirtError):
+    with pytest.raises(libvirt.libvirtError) as gone:
         lab.conn.lookupByName(spec.name)
+    assert gone.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
 
 
 async def test_blank_disk_and_iso_boots_from_the_cdrom(fleet: Fleet, lab: Lab) -> None:
@@ -294,16 +295,16 @@ async def test_network_install_boots_the_installer_then_switches_to_the_disk(
     # the stop (lifecycle event) and switches over.
     progress: list[str] = []
     watcher = netinstall.InstallWatcher(
-        fleet, HOST, created.uuid, poll=10, on_progress=progress.append
+        fleet, HOST, created.uuid, poll=600, on_progress=progress.append
     )
     waiting = asyncio.create_task(watcher.wait())
     await asyncio.sleep(0.2)
     assert not waiting.done()
     t0 = time.monotonic()
     dom.destroy()
-    finished = await asyncio.wait_for(waiting, 20)
+    # Polling every 600 s, so only the lifecycle event can end this wait in time.
+    finished = await asyncio.wait_for(waiting, 120)
     print(f"\nswitch-over {time.monotonic() - t0:.2f} s after the installer stopped")
-    assert time.monotonic() - t0 < 8  # the event, not the 10 s poll
     assert finished.started and set(finished.removed) == {kernel, initrd} and not finished.left
     assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
     assert ET.fromstring(dom.XMLDesc(0)).find("os/kernel") is None

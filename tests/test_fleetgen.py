@@ -258,19 +258,19 @@ def test_decorate_adds_metadata_the_driver_keeps(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "call",
+    ("call", "why"),
     [
-        lambda: node_xml("h", -1),
-        lambda: node_xml("", 1),
-        lambda: node_xml("h", 10, running_fraction=1.5),
-        lambda: node_xml("h", 10, paused=11),
-        lambda: node_xml("h", 10, profile="mainframe"),
-        lambda: node_xml("h", 10, services=["nope"]),
-        lambda: node_xml("h", 10, services=["rhel9-db", "rhel9-db"]),
-        lambda: node_xml("h", 10, host_id=256),
-        lambda: node_xml("h", 10, start_index=1 << 15),
+        (lambda: node_xml("h", -1), "must not be negative"),
+        (lambda: node_xml("", 1), "host must not be empty"),
+        (lambda: node_xml("h", 10, running_fraction=1.5), "running_fraction must be between"),
+        (lambda: node_xml("h", 10, paused=11), "paused must be between 0 and vms"),
+        (lambda: node_xml("h", 10, profile="mainframe"), "unknown profile 'mainframe'"),
+        (lambda: node_xml("h", 10, services=["nope"]), r"unknown services \['nope'\]"),
+        (lambda: node_xml("h", 10, services=["rhel9-db", "rhel9-db"]), "must not repeat"),
+        (lambda: node_xml("h", 10, host_id=256), "host_id must be between 0 and 255"),
+        (lambda: node_xml("h", 10, start_index=1 << 15), "VMs per host"),
     ],
 )
-def test_bad_arguments_are_refused(call: Callable[[], str]) -> None:
-    with pytest.raises(ValueError):
+def test_bad_arguments_are_refused(call: Callable[[], str], why: str) -> None:
+    with pytest.raises(ValueError, match=why):
         call()
