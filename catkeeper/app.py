@@ -25,6 +25,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
+from catkeeper import looplag
 from catkeeper.backend import actions, create, netinstall, reservations, vmops
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.events import DomainEvent, FleetEvent
@@ -148,6 +149,7 @@ class CatkeeperApp(App[int]):
     # ---- start and stop ------------------------------------------------------------------
 
     async def on_mount(self) -> None:
+        self._looplag = looplag.start_from_env()  # opt-in: CATKEEPER_LOOPLAG=FILE (bench/soak)
         await self.push_screen(self.fleet_screen)
         self._unsubscribe = self.fleet.subscribe(self._on_fleet_event)
         # Before the fleet starts, so the first inventory already carries what is known.
