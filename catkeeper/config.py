@@ -80,7 +80,9 @@ class Timing:
     backoff_max: float = 60.0  # reconnect delays double up to this
     keepalive_interval: int = 5  # libvirt keepalive, where the driver supports it
     keepalive_count: int = 3
-    workers_per_host: int = 8  # threads per host for parallel per-domain calls (bench/remote)
+    workers_per_host: int = 8  # most threads one host may use for parallel calls (bench/remote)
+    shared_workers: int = 56  # threads beyond each host's first, shared by all hosts (0: none)
+    worker_idle: float = 30.0  # seconds an idle worker thread lives before it ends
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,9 @@ class IpScan:
     sweep_timeout: float = 1.0  # seconds a raw-socket sweep waits for answers
     sweep_wait: float = 1.0  # unprivileged: seconds between the poke and reading the table
     max_addresses: int = 1024  # the largest subnet catkeeper will sweep
+    # Per-VM IP calls in flight per host (the guest agent; lease/arp for VMs no bulk call
+    # answered); 0: the host's worker threads less one, so a person's action finds one free.
+    per_vm_calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -184,7 +189,10 @@ def demo_config(demo_dir: Path | None = None) -> Config:
 
 _TOP_KEYS = ("hosts", "timing", "graceful_stop", "ipscan", "viewer", "owner", "readonly")
 # Numbers for which 0 means "off" rather than nonsense.
-_ZERO_MEANS_OFF = frozenset(("refresh_interval", "libvirt_interval", "sweep_interval"))
+_ZERO_MEANS_OFF = frozenset(
+    ("refresh_interval", "libvirt_interval", "sweep_interval", "per_vm_calls", "shared_workers")
+    # 0: off/auto/none
+)
 _HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly")
 _SSH_KEYS = ("host", "user", "port", "key", "known_hosts", "accept_unknown_host_key")
 

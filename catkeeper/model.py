@@ -138,6 +138,9 @@ class VM:
     disks: tuple[Disk, ...] = ()
     reservation: Reservation | None = None
     ips: tuple[IpSighting, ...] = ()
+    # The live XML shows the qemu guest agent's channel connected: only then is the agent
+    # asked for addresses (backend/ipscan/bulk.py); False when shut off or without a channel.
+    agent_connected: bool = False
     stale: bool = False  # its host is unreachable; this is the last known view
     updated_at: float = field(default=0.0, compare=False)
 

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
-from catkeeper.backend.events import FleetEvent, VmChanged
+from catkeeper.backend.events import DomainEvent, FleetEvent, VmChanged
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.ipbook import best_ip
+from catkeeper.backend.ipscan.bulk import DOMAINS, summarize_calls
 from catkeeper.backend.ipscan.libvirt_source import (
     applicable_sources,
     libvirt_sightings,
     parse_addresses,
 )
-from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE
+from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE, NEIGH
 from catkeeper.backend.ipscan.scheduler import DONE, LIBVIRT, IpScanner, ScanProgress
 from catkeeper.config import Config, HostConfig, Timing
 from catkeeper.demo.fleetgen import node_xml
@@ -98,8 +101,17 @@ async def test_scan_host_decorates_rows_and_emits_changes(fleet: Fleet) -> None:
     assert all(not vm.ips for vm in fleet.vms() if not vm.state.is_active)
     for vm in active:
         assert best_ip(vm) is not None and best_ip(vm).startswith("10.100.")  # type: ignore[union-attr]
-        # One scan, several sources within milliseconds: the best-informed one is shown.
-        assert {s.source for s in vm.ips} == ({AGENT} if vm.state is VmState.RUNNING else {LEASE})
+        # The test driver has no bulk lease call and no connected agent channel: each active
+        # VM's lease is asked per VM, and that first answer is enough (no arp call after it).
+        assert {s.source for s in vm.ips} == {LEASE}
+    by_source = summarize_calls(scan.calls)
+    assert set(by_source) == {LEASE, DOMAINS}
+    # One listing of networks, one (unsupported, so not an error) bulk call for `default`,
+    # then one per active VM; one listAllDomains for the handles those per-VM calls use.
+    assert (by_source[LEASE]["calls"], by_source[LEASE]["per_vm"]) == (2 + len(active), len(active))
+    assert by_source[LEASE]["failed"] == 0 and by_source[DOMAINS]["calls"] == 1
+    network = next(r for r in scan.results if r.scope == "network:default")
+    assert network.ok and "no bulk lease call" in (network.note or "")
     changed = {e.vm.uuid for e in events if isinstance(e, VmChanged)}
     assert changed == {vm.uuid for vm in active}
     stages = [(p.stage, p.done, p.total) for p in progress]
@@ -130,10 +142,63 @@ async def test_scan_vm_for_the_i_key(fleet: Fleet) -> None:
     scanner.attach()
     vm = next(v for v in fleet.vms() if v.state is VmState.RUNNING)
     scan = await scanner.scan_vm(vm.ref)
-    assert {r.source for r in scan.results} == {AGENT, LEASE, ARP}  # found one: no sweep
+    assert {r.source for r in scan.results} == {LEASE}  # found one: no sweep
+    per_vm = [c for c in scan.calls if c.per_vm]
+    assert [(c.source, c.scope) for c in per_vm] == [(LEASE, vm.uuid)]  # this VM's only
     assert scanner.vm(vm.ref).ips
     others = [v for v in fleet.vms() if v.uuid != vm.uuid]
     assert all(not v.ips for v in others)
+
+
+async def test_agent_is_asked_only_where_its_channel_is_connected(fleet: Fleet) -> None:
+    """The test driver drops the channel's live state, so one VM is given the flag the
+    live XML of a real guest with a running agent carries (parsing it is tested on its
+    own); the scan asks that VM's agent, and nobody else's."""
+    session = fleet.session("h00")
+    running = [v for v in session.vms.values() if v.state is VmState.RUNNING]
+    with_agent = running[0]
+    session.vms[with_agent.uuid] = dataclasses.replace(with_agent, agent_connected=True)
+    scanner = IpScanner(fleet, libvirt_interval=0)
+    scanner.attach()
+    scan = await scanner.scan_host("h00", sweep=False)
+    agent_calls = [c for c in scan.calls if c.source == AGENT]
+    assert [c.scope for c in agent_calls] == [with_agent.uuid]
+    assert {s.source for s in fleet.find(with_agent.ref).ips} == {AGENT}
+    # The agent's answer was enough: no per-VM lease call for that VM.
+    assert not [
+        c for c in scan.calls if c.per_vm and c.source == LEASE and c.scope == with_agent.uuid
+    ]
+    assert all(
+        {s.source for s in v.ips} == {LEASE}
+        for v in fleet.vms()
+        if v is not None and v.uuid != with_agent.uuid and v.state.is_active
+    )
+
+
+async def test_agent_lifecycle_event_asks_that_agent(fleet: Fleet) -> None:
+    """The event the host session passes on when an agent connects (posted as it would be)
+    makes the scanner ask that VM's agent, without a scan."""
+    session = fleet.session("h00")
+    vm = next(v for v in session.vms.values() if v.state is VmState.RUNNING)
+    scanner = IpScanner(fleet, libvirt_interval=0)
+    scanner.start()
+    try:
+        connected = libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
+        event_id = libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE
+        scanner.on_fleet_event(DomainEvent("h00", vm.uuid, event_id, (connected, 0)))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not fleet.find(vm.ref).ips:
+            await asyncio.sleep(0.02)
+        assert {s.source for s in fleet.find(vm.ref).ips} == {AGENT}
+        others = [v for v in fleet.vms() if v.uuid != vm.uuid]
+        assert all(not v.ips for v in others)
+        # A disconnect asks nothing.
+        disconnected = libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_DISCONNECTED
+        other = next(v for v in others if v.state is VmState.RUNNING)
+        scanner.on_fleet_event(DomainEvent("h00", other.uuid, event_id, (disconnected, 0)))
+        assert scanner._event_tasks == set()
+    finally:
+        await scanner.aclose()
 
 
 async def test_twenty_hosts_scan_concurrently(tmp_path: Path) -> None:
@@ -206,13 +271,15 @@ async def test_real_daemon_failures_are_recorded_per_source(
         # SRC_ARP fails on this kernel ("wrong nlmsg len"); elsewhere it may just find nothing.
         assert by_source[ARP].error is not None or by_source[ARP].sightings == ()
 
+        # The scan: no agent channel, so no agent call; this machine's neighbour table is
+        # read in one go, so libvirt's per-VM arp is not asked either.
         scanner = IpScanner(fleet, libvirt_interval=0)
         scanner.attach()
         scan = await scanner.scan_vm(vm, sweep=False)
         assert scan.error is None
-        assert {r.source for r in scan.results} == {AGENT, ARP}
-        recorded = scanner.book.results[("real", AGENT, vm.uuid)]
-        assert recorded.error and "agent" in recorded.error.lower()
+        assert {r.source for r in scan.results} == {LEASE, NEIGH}
+        assert not [c for c in scan.calls if c.per_vm]
+        assert ("real", AGENT, vm.uuid) not in scanner.book.results
         assert fleet.find(f"real/{vm.uuid}").ips == ()
     finally:
         await fleet.aclose()
@@ -226,14 +293,26 @@ def test_scan_cli_text_and_exit_codes(tmp_path: Path) -> None:
     r = run_catkeeper("--config", config, "scan", "--no-sweep", cwd=tmp_path)
     assert r.code == 0, r.err
     out = r.out.splitlines()
-    assert out[0].startswith("h/") and " agent " in out[0] and out[0].endswith("s ago")
+    assert out[0].startswith("h/") and " lease " in out[0] and out[0].endswith("s ago")
     assert "6 VMs with addresses (6 active, 6 in all)" in out
+    # Per source, the calls made: a listing, the driver's (missing) bulk call, then per VM.
+    lease_line = next(line for line in out if line.lstrip().startswith("lease "))
+    assert " 8 calls " in lease_line and "6 of them per VM" in lease_line, lease_line
+    assert "  no bulk lease call on this driver: leases asked per VM" in out
     assert sum(1 for line in out if line.startswith("h/")) == 6  # each VM's first line names it
     r = run_catkeeper("--config", config, "scan", "--no-sweep", "--json", cwd=tmp_path)
     assert r.code == 0, r.err
     doc = r.json()
     assert len(doc["vms"]) == 6 and all(v["ips"] and v["best_ip"] for v in doc["vms"])
     assert [h["host"] for h in doc["hosts"]] == ["h"]
+    calls = doc["hosts"][0]["calls_by_source"]
+    assert set(calls) == {"lease", "domains"}
+    assert (calls["lease"]["calls"], calls["lease"]["per_vm"], calls["lease"]["failed"]) == (
+        8,
+        6,
+        0,
+    )
+    assert len(calls["lease"]["seconds"]) == 8 and calls["domains"]["calls"] == 1
     r = run_catkeeper("--config", config, "scan", "--host", "nope", cwd=tmp_path)
     assert (r.code, r.out) == (2, "") and "nope" in r.err
     r = run_catkeeper("--config", config, "--host", "nope", "scan", cwd=tmp_path)

@@ -284,11 +284,12 @@ async def test_background_sweeps_and_scan_vm_on_demand(
     await fleet.start()
     try:
         await fleet.wait_settled(10)
-        # On demand, for one VM (the TUI's `i`): its libvirt sources, then the host's sweep.
+        # On demand, for one VM (the TUI's `i`): its libvirt sources (the test driver: its
+        # lease, asked per VM; no agent channel), then the host's sweep.
         scanner = IpScanner(fleet, ssh_for=ssh_for, libvirt_interval=0)
         scanner.attach()
         scan = await scanner.scan_vm(f"remote1/{answering.name}", sweep=True)
-        assert {r.source for r in scan.results} >= {"agent", NEIGH}
+        assert {r.source for r in scan.results} == {"lease", NEIGH}
         got = {(s.ip, s.source) for s in fleet.find(f"remote1/{answering.name}").ips}
         assert (answering.ip, NEIGH) in got
         assert sweeps == 1

@@ -26,6 +26,25 @@ class StaticInfo:
     graphics: tuple[Graphics, ...]
     disks: tuple[Disk, ...]
     reservation: Reservation | None
+    agent_connected: bool = False  # live XML only: the guest agent's channel is connected
+
+
+# The qemu guest agent's virtio-serial port; libvirt adds state='connected' to its target in
+# the live XML while the agent inside the guest has the port open.
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
+
+
+def _agent_connected(devices: ET.Element) -> bool:
+    for channel in devices.findall("channel"):
+        target = channel.find("target")
+        if (
+            target is not None
+            and target.get("type") == "virtio"
+            and target.get("name") == GUEST_AGENT_CHANNEL
+            and target.get("state") == "connected"
+        ):
+            return True
+    return False
 
 
 def _int(text: str | None, default: int = 0) -> int:
@@ -155,6 +174,7 @@ def parse_domain_xml(xml: str, *, secure: bool = False) -> StaticInfo:
         graphics=_graphics(devices, secure),
         disks=_disks(devices),
         reservation=reservation_xml.from_metadata(metadata) if metadata is not None else None,
+        agent_connected=_agent_connected(devices),
     )
 
 
@@ -198,5 +218,6 @@ def build_vm(
         graphics=info.graphics,
         disks=info.disks,
         reservation=info.reservation,
+        agent_connected=info.agent_connected and state.is_active,
         updated_at=now,
     )

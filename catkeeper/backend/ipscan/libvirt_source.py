@@ -9,15 +9,16 @@ Three sources, each tried where it applies and each reported on its own, failure
   kernels, including the one these tests run on).
 
 Calls run on the host's own worker threads through ``HostSession.call_domain``, bounded by
-its timeout, a few at a time so that a scan of hundreds of guests never queues ahead of a
-person's "start VM" on the same threads.
+its timeout. This is the per-VM path, for one VM and explicit sources (an agent-lifecycle
+event, tests); a scan of a whole host goes through ``bulk.host_pass``, which asks per VM only
+what no bulk call answered.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import libvirt
@@ -40,8 +41,7 @@ FLAGS = {
     LEASE: libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
     ARP: libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
 }
-# Calls in flight per host for a scan: the host has ``workers_per_host`` threads (4 by
-# default) and a person's actions must find one free.
+# Calls in flight for one VM's sources when no gate is given.
 DEFAULT_CONCURRENCY = 2
 
 
@@ -128,37 +128,3 @@ async def libvirt_sightings(
         )
 
     return list(await asyncio.gather(*(one(s) for s in chosen)))
-
-
-async def host_libvirt_sightings(
-    session: HostSession,
-    vms: Iterable[VM] | None = None,
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    timeout: float | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    on_results: Callable[[list[SourceResult]], None] | None = None,
-    clock: Callable[[], float] = time.time,
-) -> list[SourceResult]:
-    """Every applicable source for every active VM of one host.
-
-    ``on_results`` gets each VM's results as soon as they are in (rows update while the
-    scan goes on); ``progress(done, total)`` counts VMs.
-    """
-    todo = [vm for vm in (session.vms.values() if vms is None else vms) if applicable_sources(vm)]
-    gate = asyncio.Semaphore(max(1, concurrency))
-    done = 0
-    total = len(todo)
-
-    async def per_vm(vm: VM) -> list[SourceResult]:
-        nonlocal done
-        found = await libvirt_sightings(session, vm, timeout=timeout, limit=gate, clock=clock)
-        done += 1
-        if on_results is not None:
-            on_results(found)
-        if progress is not None:
-            progress(done, total)
-        return found
-
-    batches = await asyncio.gather(*(per_vm(vm) for vm in todo))
-    return [r for batch in batches for r in batch]

@@ -9,6 +9,8 @@ three formats an arbitrary host may give us.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import json
 import socket
@@ -146,6 +148,36 @@ def read_local_table(timeout: float = 5.0) -> tuple[list[NeighEntry], str]:
             return parse_ip_json(done.stdout), "ip -j neigh"
     except (OSError, subprocess.TimeoutExpired, ValueError):
         pass  # no iproute2, or one too old for -j: the kernel's own file still works
+    with open("/proc/net/arp", encoding="ascii", errors="replace") as f:
+        return parse_proc_arp(f.read()), "/proc/net/arp"
+
+
+async def read_local_table_async(timeout: float = 5.0) -> tuple[list[NeighEntry], str]:
+    """``read_local_table`` without a thread: ``ip`` runs as an asyncio subprocess (the
+    event loop is never blocked and no executor is borrowed)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "ip",
+            "-j",
+            "neigh",
+            "show",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+    except OSError:
+        proc = None
+    if proc is not None:
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        else:
+            if proc.returncode == 0:
+                with contextlib.suppress(ValueError):
+                    return parse_ip_json(out.decode(errors="replace")), "ip -j neigh"
     with open("/proc/net/arp", encoding="ascii", errors="replace") as f:
         return parse_proc_arp(f.read()), "/proc/net/arp"
 

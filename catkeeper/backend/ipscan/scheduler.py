@@ -2,11 +2,15 @@
 
 ``IpScanner`` joins the sources to a ``Fleet``: it hangs the book's decorator on every host
 session (so every VM the sessions build carries its sightings), runs the background loops
-(libvirt sources on by default, active sweeps off: a sweep sends hundreds of packets and
-people should ask for that), and answers on-demand scans (the TUI's ``i`` key, ``catkeeper
-scan``). Every host scans in its own task, bounded by a timeout: a slow or dead host delays
-nobody else, and nothing here ever blocks the event loop (libvirt calls run on the host's
-threads, local sweeps on sweep threads, remote sweeps are asyncssh I/O).
+(passive sources on by default, active sweeps off: a sweep sends hundreds of packets and
+people should ask for that), and answers on-demand scans (the TUI's ``i``/``I`` keys,
+``catkeeper scan``, ``catkeeper --json --ips``): all of them go through one pass per host,
+``bulk.host_pass`` (DHCP leases per network, the host's neighbour table in one command, the
+guest agent where its channel is connected, per-VM calls only for what is left). An
+agent-lifecycle event asks that VM's agent at once. Every host scans in its own task,
+bounded by a timeout: a slow or dead host delays nobody else, and nothing here ever blocks
+the event loop (libvirt calls run on the host's threads, local sweeps on sweep threads,
+remote commands are asyncssh I/O).
 """
 
 from __future__ import annotations
@@ -18,21 +22,30 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import libvirt
+
 from catkeeper.backend.errors import describe
+from catkeeper.backend.events import DomainEvent, FleetEvent
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
 from catkeeper.backend.ipbook import IpBook, IpConflict
-from catkeeper.backend.ipscan.libvirt_source import (
-    DEFAULT_CONCURRENCY,
-    host_libvirt_sightings,
-    libvirt_sightings,
+from catkeeper.backend.ipscan.bulk import (
+    Call,
+    NeighReader,
+    PassOutcome,
+    host_pass,
+    macs_of,
+    read_local_neigh,
 )
+from catkeeper.backend.ipscan.libvirt_source import libvirt_sightings
 from catkeeper.backend.ipscan.local_sweep import SweepOptions, sweep_local
 from catkeeper.backend.ipscan.remote import remote_sweep
-from catkeeper.backend.ipscan.results import NEIGH, SourceResult
+from catkeeper.backend.ipscan.results import AGENT, NEIGH, SourceResult
+from catkeeper.backend.ssh import carries_libvirt
 from catkeeper.config import HostConfig
 from catkeeper.model import VM
 
@@ -59,13 +72,14 @@ class ScanProgress:
 
 @dataclass(frozen=True)
 class HostScan:
-    """One scan of one host: every source's result, and a host-level error if any."""
+    """One scan of one host: every source's result, every call made, and a host-level error."""
 
     host: str
     results: tuple[SourceResult, ...]
     started_at: float
     elapsed_s: float
     error: str | None = None  # not connected, timed out: the results may be partial
+    calls: tuple[Call, ...] = ()  # every libvirt call and remote command, with its seconds
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -107,14 +121,16 @@ class IpScanner:
         sweep_interval: float = 0.0,
         sweep_options: SweepOptions | None = None,
         host_timeout: float = 30.0,
-        libvirt_concurrency: int = DEFAULT_CONCURRENCY,
+        libvirt_concurrency: int | None = None,
         subnets: Sequence[str] | None = None,
         ssh_for: SshResolver = default_ssh_for,
         local_sweeper: LocalSweeper = _thread_sweeper,
         progress: Progress | None = None,
     ) -> None:
         """``libvirt_interval``/``sweep_interval``: seconds between background scans per
-        host, 0 for never. ``subnets`` overrides every host's configured subnets."""
+        host, 0 for never. ``subnets`` overrides every host's configured subnets.
+        ``libvirt_concurrency``: per-VM calls in flight per host; None: the config's
+        ``ipscan.per_vm_calls``, whose 0 means the host's worker threads less one."""
         self.fleet = fleet
         self.book = book if book is not None else IpBook()
         self.libvirt_interval = libvirt_interval
@@ -129,6 +145,8 @@ class IpScanner:
         self.progress = progress
         self.last: dict[str, HostScan] = {}  # host → its latest scan, for display
         self._tasks: list[asyncio.Task[None]] = []
+        self._event_tasks: set[asyncio.Task[list[SourceResult]]] = set()
+        self._unsubscribe: Callable[[], None] | None = None
         self._inflight: dict[tuple[str, ...], asyncio.Future[list[SourceResult]]] = {}
         self._redecorate_handle: asyncio.TimerHandle | None = None
         self._attached = False
@@ -144,10 +162,13 @@ class IpScanner:
         self._attached = True
 
     def start(self) -> None:
-        """Attach and start the background loops (per host, per kind, where enabled)."""
+        """Attach, start the background loops (per host, per kind, where enabled) and
+        listen for agent-lifecycle events."""
         if not self._attached:
             self.attach()
         loop = asyncio.get_running_loop()
+        if self._unsubscribe is None:
+            self._unsubscribe = self.fleet.subscribe(self.on_fleet_event)
         for name in self.fleet.sessions:
             if self.libvirt_interval > 0:
                 self._tasks.append(
@@ -163,12 +184,17 @@ class IpScanner:
                 )
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        tasks = [*self._tasks, *self._event_tasks]
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        self._event_tasks.clear()
         if self._redecorate_handle is not None:
             self._redecorate_handle.cancel()
             self._redecorate_handle = None
@@ -178,12 +204,54 @@ class IpScanner:
         await session.wait_settled()
         while True:
             try:
-                await self.scan_host(host, libvirt=kind == LIBVIRT, sweep=kind == SWEEP)
+                # Background passes ask per VM only where the book knows no address yet.
+                await self.scan_host(
+                    host, libvirt=kind == LIBVIRT, sweep=kind == SWEEP, recheck=False
+                )
                 if self.book.prune():
                     self._redecorate_now()
             except Exception:  # a background loop must outlive any one bad scan
                 log.exception("ip scan of %s (%s) failed", host, kind)
             await asyncio.sleep(interval)
+
+    # ---- agent-lifecycle events ----------------------------------------------------------
+
+    def on_fleet_event(self, event: FleetEvent) -> None:
+        """A guest agent that (re)connects is asked for its addresses at once."""
+        if not (
+            isinstance(event, DomainEvent)
+            and event.event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE
+            and event.args
+            and event.args[0] == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
+        ):
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.ask_agent(event.host, event.uuid), name=f"ips-agent-{event.uuid}"
+        )
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def ask_agent(self, host: str, uuid: str) -> list[SourceResult]:
+        """The guest agent of one VM, now (one call); its answer goes to the book."""
+        session = self.fleet.sessions.get(host)
+        vm = session.vms.get(uuid) if session is not None else None
+        if session is None or vm is None or not session.connected or not vm.state.is_active:
+            return []
+        try:
+            found = await asyncio.wait_for(
+                libvirt_sightings(
+                    session,
+                    vm,
+                    sources=(AGENT,),
+                    timeout=session.timing.call_timeout,
+                    clock=self.fleet.clock,
+                ),
+                self.host_timeout,
+            )
+        except TimeoutError:
+            return []
+        self._take(found)
+        return found
 
     # ---- results → book → rows -------------------------------------------------------
 
@@ -253,21 +321,29 @@ class IpScanner:
         libvirt: bool = True,
         sweep: bool = True,
         progress: Progress | None = None,
+        recheck: bool = True,
     ) -> HostScan:
         """Every enabled source for one host, bounded by ``host_timeout``; never raises for
-        a host's failure (that is ``HostScan.error``)."""
+        a host's failure (that is ``HostScan.error``).
+
+        ``libvirt``: the passive pass (libvirt's sources and the host's neighbour table);
+        ``sweep``: an active sweep of the host's subnets. ``recheck`` False (the background
+        loop): VMs whose address the book already knows get no per-VM call.
+        """
         session = self.fleet.session(host)
         started, t0 = self.fleet.clock(), time.perf_counter()
         collected: list[SourceResult] = []
+        calls: list[Call] = []
         errors: list[str] = []
         take = self._taker(collected)
 
         async def run() -> None:
             jobs = []
             if libvirt:
-                jobs.append(self._libvirt_part(session, take, progress, errors))
+                known = None if recheck else self._known
+                jobs.append(self._passive_part(session, take, progress, errors, calls, known=known))
             if sweep:
-                jobs.append(self._sweep_part(session, take, progress))
+                jobs.append(self._sweep_part(session, take, progress, calls))
             await asyncio.gather(*jobs)
 
         try:
@@ -281,34 +357,90 @@ class IpScanner:
             started_at=started,
             elapsed_s=round(time.perf_counter() - t0, 3),
             error="; ".join(errors) or None,
+            calls=tuple(calls),
         )
         self.last[host] = scan
         found = sum(len(r.sightings) for r in collected)
         self._report(progress, ScanProgress(host, DONE, 1, 1, f"{found} sightings"))
         return scan
 
-    async def _libvirt_part(
+    def _known(self, mac: str) -> bool:
+        """The book has an address for this MAC young enough not to ask for it per VM (half
+        of ``max_age``: it is asked again before it would be forgotten)."""
+        limit = self.fleet.clock() - self.book.max_age / 2
+        return any(s.seen_at >= limit for s in self.book.sightings_for(mac))
+
+    def concurrency_for(self, session: HostSession) -> int:
+        """Per-VM calls in flight on one host: a worker thread stays free for a person."""
+        if self.libvirt_concurrency:
+            return max(1, self.libvirt_concurrency)
+        configured = self.fleet.config.ipscan.per_vm_calls
+        return configured or max(1, session.timing.workers_per_host - 1)
+
+    def neigh_reader(self, session: HostSession) -> NeighReader | None:
+        """How to read the host's neighbour table in one go, or None.
+
+        Over the host's shared ssh connection when it has one configured (or one is open
+        already); for a ``qemu+ssh://`` host whose only ssh is libvirt's own, a second
+        connection (another authentication, maybe a key touch) just for this is not worth
+        it: per-VM ``arp`` instead. This machine's table for a local host; nothing for the
+        test driver, whose guests are fiction.
+        """
+        cfg = session.cfg
+        if session.ssh is not None:
+            if cfg.ssh is None and not carries_libvirt(cfg) and not session.ssh.connected:
+                return None
+            clock = self.fleet.clock
+            timeout = max(5.0, min(session.timing.call_timeout, self.host_timeout - 1))
+
+            async def remote() -> list[SourceResult]:
+                started = clock()
+                try:
+                    conn = await self.ssh_for(session)
+                except Exception as exc:  # SshError: host key, authentication, refused, ...
+                    why = f"no ssh connection: {describe(exc)}"
+                    return [SourceResult(session.name, NEIGH, "*", error=why, started_at=started)]
+                if conn is None:
+                    why = "no ssh connection to this host"
+                    return [SourceResult(session.name, NEIGH, "*", error=why, started_at=started)]
+                return await remote_sweep(conn, session.name, [], timeout=timeout, clock=clock)
+
+            return remote
+        if host_is_local(cfg) and urlsplit(cfg.uri).scheme != "test":
+            return partial(read_local_neigh, session.name, clock=self.fleet.clock)
+        return None
+
+    async def _passive_part(
         self,
         session: HostSession,
         take: Callable[[Sequence[SourceResult]], None],
         progress: Progress | None,
         errors: list[str],
-    ) -> None:
+        calls: list[Call],
+        *,
+        targets: Sequence[VM] | None = None,
+        known: Callable[[str], bool] | None = None,
+    ) -> PassOutcome | None:
         if not session.connected:
             errors.append(f"libvirt sources skipped: {session.name} is {session.host.state.value}")
-            return
+            return None
 
         def step(done: int, total: int) -> None:
             self._report(progress, ScanProgress(session.name, LIBVIRT, done, total))
 
-        await host_libvirt_sightings(
+        outcome = await host_pass(
             session,
-            concurrency=self.libvirt_concurrency,
+            take=take,
+            targets=targets,
+            known=known,
+            neigh=self.neigh_reader(session),
+            concurrency=self.concurrency_for(session),
             timeout=session.timing.call_timeout,
             progress=step,
-            on_results=take,
             clock=self.fleet.clock,
         )
+        calls.extend(outcome.calls)
+        return outcome
 
     def subnets_for(self, session: HostSession) -> tuple[str, ...]:
         return self.subnets if self.subnets is not None else session.cfg.subnets
@@ -318,11 +450,24 @@ class IpScanner:
         session: HostSession,
         take: Callable[[Sequence[SourceResult]], None],
         progress: Progress | None,
+        calls: list[Call],
     ) -> None:
         subnets = self.subnets_for(session)
         self._report(progress, ScanProgress(session.name, SWEEP, 0, 1, ", ".join(subnets)))
+        t0 = time.perf_counter()
         results = await self._shared(
             ("host", session.name), lambda: self._sweep_where(session, subnets)
+        )
+        # One sweep is one command (remote) or one burst of packets (here), whatever the
+        # number of subnets it reports on.
+        source = results[0].source if results else NEIGH
+        calls.append(
+            Call(
+                source,
+                ", ".join(subnets) or "*",
+                round(time.perf_counter() - t0, 4),
+                any(r.ok for r in results),
+            )
         )
         take(results)
         self._report(progress, ScanProgress(session.name, SWEEP, 1, 1))
@@ -388,40 +533,45 @@ class IpScanner:
     async def scan_vm(
         self, vm: VM | str, *, sweep: bool | None = None, progress: Progress | None = None
     ) -> HostScan:
-        """On demand for one VM (the TUI's ``i``): its libvirt sources, then a sweep of its
-        host's subnets when ``sweep`` is True, or None and libvirt found no address."""
+        """On demand for one VM (the TUI's ``i``): its host's bulk sources (they cost the
+        same for one VM as for all, and everything they find goes to the book), its agent if
+        connected, per-VM calls if those found nothing for it; then a sweep of its host's
+        subnets when ``sweep`` is True, or None and still no address. The returned results
+        hold only this VM's sightings."""
         if isinstance(vm, str):
             vm = self.fleet.find(vm)
         session = self.fleet.session(vm.host)
+        mine = set(macs_of(vm))
         started, t0 = self.fleet.clock(), time.perf_counter()
         collected: list[SourceResult] = []
+        calls: list[Call] = []
         errors: list[str] = []
         take = self._taker(collected)
         try:
-            if session.connected:
-                self._report(progress, ScanProgress(vm.host, LIBVIRT, 0, 1, vm.name))
-                found = await asyncio.wait_for(
-                    libvirt_sightings(
-                        session, vm, timeout=session.timing.call_timeout, clock=self.fleet.clock
-                    ),
-                    self.host_timeout,
-                )
-                take(found)
-                self._report(progress, ScanProgress(vm.host, LIBVIRT, 1, 1, vm.name))
-            else:
-                errors.append(f"libvirt sources skipped: {vm.host} is not connected")
-            got_address = any(r.sightings for r in collected)
+            self._report(progress, ScanProgress(vm.host, LIBVIRT, 0, 1, vm.name))
+            await asyncio.wait_for(
+                self._passive_part(session, take, progress, errors, calls, targets=[vm]),
+                self.host_timeout,
+            )
+            self._report(progress, ScanProgress(vm.host, LIBVIRT, 1, 1, vm.name))
+            got_address = any(s.mac in mine for r in collected for s in r.sightings)
             if sweep or (sweep is None and not got_address and vm.state.is_active):
-                await asyncio.wait_for(self._sweep_part(session, take, progress), self.host_timeout)
+                await asyncio.wait_for(
+                    self._sweep_part(session, take, progress, calls), self.host_timeout
+                )
         except TimeoutError:
             errors.append(f"scan timed out after {self.host_timeout:g} s")
         self._redecorate_now()
         scan = HostScan(
             host=vm.host,
-            results=tuple(collected),
+            results=tuple(
+                dataclasses.replace(r, sightings=tuple(s for s in r.sightings if s.mac in mine))
+                for r in collected
+            ),
             started_at=started,
             elapsed_s=round(time.perf_counter() - t0, 3),
             error="; ".join(errors) or None,
+            calls=tuple(calls),
         )
         self._report(progress, ScanProgress(vm.host, DONE, 1, 1, vm.name))
         return scan
