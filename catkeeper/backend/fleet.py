@@ -1,4 +1,9 @@
-"""Many hosts at once: one ``HostSession`` each, all connecting concurrently."""
+"""Many hosts at once: one ``HostSession`` each, all connecting concurrently.
+
+The hosts share one ``ThreadBudget`` (``timing.shared_workers``): each host's first worker
+thread is its own, further ones come from the budget, so the thread count grows by about
+one per host, not eight (worker.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from catkeeper.backend.errors import NotFound
 from catkeeper.backend.eventloop import ensure_event_loop
 from catkeeper.backend.events import FleetEvent, Listener
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.worker import ThreadBudget
 from catkeeper.config import Config
 from catkeeper.model import VM, Host
 
@@ -41,9 +47,15 @@ class Fleet:
             )
         chosen = [h for h in config.hosts if not only or h.name in only]
         self._listeners: list[Listener] = []
+        self.threads = ThreadBudget(config.timing.shared_workers)
         self.sessions: dict[str, HostSession] = {
             h.name: HostSession(
-                h, config.timing, readonly=self.readonly, emit=self._emit, clock=clock
+                h,
+                config.timing,
+                readonly=self.readonly,
+                emit=self._emit,
+                clock=clock,
+                budget=self.threads,
             )
             for h in chosen
         }

@@ -1,9 +1,18 @@
 """One libvirt host: its connection, its worker threads, its inventory, its health.
 
-All blocking libvirt calls run on the host's own threads (``HostExecutor``) and are bounded
-by a timeout; a host that fails goes ``unreachable`` with the error and is retried with
-exponential backoff, its VMs kept visible but marked stale. Results reach listeners as
-``events`` on the asyncio loop that started the session.
+All blocking libvirt calls run on the host's own threads (``HostExecutor``, see worker.py)
+and are bounded by a timeout; a host that fails goes ``unreachable`` with the error and is
+retried with exponential backoff, its VMs kept visible but marked stale. Results reach
+listeners as ``events`` on the asyncio loop that started the session.
+
+At most one connection attempt per host is ever outstanding. ``virConnectOpenAuth`` has no
+timeout of its own: against a host that accepts and never answers it blocks until the peer
+goes away, which may be never. The connect timeout only stops *waiting*; the attempt stays
+(``_Attempt``) and the next retry waits for that same attempt again, and takes its
+connection if it finally answers, instead of opening another socket on another thread.
+Before, every retry left one thread and one socket behind (30 retries: +30 threads, +30
+sockets; ~60 an hour per such host at the default backoff). An attempt the session gives
+up for good (``aclose``) is closed by its own thread as soon as the open returns.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,7 +42,7 @@ from catkeeper.backend.events import (
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures, parse_domain_xml
 from catkeeper.backend.memory import release_freed_memory
 from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
-from catkeeper.backend.worker import HostExecutor
+from catkeeper.backend.worker import HostExecutor, ThreadBudget
 from catkeeper.config import HostConfig, Timing
 from catkeeper.model import VM, Capacity, Host, HostState, VmState
 
@@ -146,6 +156,45 @@ def _read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | Ba
     return out
 
 
+class _Attempt:
+    """One ``virConnectOpenAuth`` in flight on a worker thread, outliving connect timeouts.
+
+    ``future`` resolves on the session's loop; ``forward`` is the ssh-forwarded socket the
+    attempt dials (kept open while it waits). ``abandon`` makes the attempt's thread close
+    the connection the moment the open returns, or closes it now if it already has.
+    """
+
+    def __init__(self, forward: LibvirtForward | None) -> None:
+        self.forward = forward
+        self.future: asyncio.Future[libvirt.virConnect] | None = None
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._opened: libvirt.virConnect | None = None
+
+    def opened(self, conn: libvirt.virConnect) -> None:
+        """Called on the worker thread with the new connection; closes it if abandoned."""
+        with self._lock:
+            if not self._abandoned:
+                self._opened = conn
+                return
+        _close_quietly(conn)
+        raise HostUnavailable("connection attempt abandoned")
+
+    def abandon(self) -> libvirt.virConnect | None:
+        """Give the attempt up; returns a connection it already made (the caller closes it)."""
+        with self._lock:
+            self._abandoned = True
+            conn, self._opened = self._opened, None
+        if self.forward is not None:  # an open still reading from it fails at once
+            self.forward.close()
+        return conn
+
+
+def _close_quietly(conn: libvirt.virConnect) -> None:
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
+
+
 def _read_one(conn: libvirt.virConnect, uuid: str, secure: bool) -> tuple[Any, ...] | None:
     """Everything about one domain, or None when it no longer exists."""
     try:
@@ -170,6 +219,7 @@ class HostSession:
         readonly: bool,
         emit: Listener,
         clock: Callable[[], float] = time.time,
+        budget: ThreadBudget | None = None,
     ) -> None:
         self.cfg = cfg
         self.timing = timing
@@ -180,7 +230,16 @@ class HostSession:
         self.vms: dict[str, VM] = {}
         self._static: dict[str, StaticInfo] = {}
         self._conn: libvirt.virConnect | None = None
-        self._executor: HostExecutor | None = None
+        # One executor for the session's whole life: threads stuck in a dead connection's
+        # calls count against this host's cap instead of piling up in a fresh pool each
+        # reconnect.
+        self._executor = HostExecutor(
+            cfg.name,
+            timing.workers_per_host,
+            budget=budget if budget is not None else ThreadBudget(timing.shared_workers),
+            idle_timeout=timing.worker_idle,
+        )
+        self._attempt: _Attempt | None = None  # the connection attempt still in flight
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
@@ -208,6 +267,11 @@ class HostSession:
     def connected(self) -> bool:
         return self._conn is not None
 
+    @property
+    def executor(self) -> HostExecutor:
+        """This host's worker threads (for tests and figures)."""
+        return self._executor
+
     # ---- lifecycle -----------------------------------------------------------------
 
     def start(self) -> None:
@@ -223,7 +287,15 @@ class HostSession:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
+            leftover = attempt.abandon()
+            if leftover is not None:
+                with contextlib.suppress(RuntimeError):
+                    self._executor.submit(_close_quietly, leftover)
         await self._drop_connection(wait=0.5)
+        # Queued calls (the close above) still run; then the threads end.
+        self._executor.shutdown()
         if self.ssh is not None:  # also ends this host's tunnels
             await self.ssh.aclose()
 
@@ -238,7 +310,7 @@ class HostSession:
                 await self._drop_connection(wait=0)
                 self._go_unreachable(describe(exc))
                 self._settled.set()
-                await asyncio.sleep(delay)
+                await self._back_off(delay)
                 delay = min(delay * 2, self.timing.backoff_max)
                 continue
             delay = self.timing.backoff_initial
@@ -246,15 +318,24 @@ class HostSession:
             await self._watch()
             await self._drop_connection(wait=0)
 
+    async def _back_off(self, delay: float) -> None:
+        """Sleep ``delay`` before the next attempt, or less if the one in flight answers."""
+        attempt = self._attempt
+        if attempt is not None and attempt.future is not None and not attempt.future.done():
+            await asyncio.wait([attempt.future], timeout=delay)
+        else:
+            await asyncio.sleep(delay)
+
     # ---- calls -----------------------------------------------------------------------
 
     async def _submit(self, fn: Callable[..., T], *args: Any, timeout: float, what: str) -> T:
-        executor = self._executor
-        if executor is None:
-            raise HostUnavailable(f"{self.name} is not connected")
         loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(executor, fn, *args), timeout)
+            future = loop.run_in_executor(self._executor, fn, *args)
+        except RuntimeError:  # shut down: the session is closing
+            raise HostUnavailable(f"{self.name} is closed") from None
+        try:
+            return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise CallTimeout(f"{self.name}: {what} timed out after {timeout:g} s") from None
 
@@ -288,33 +369,67 @@ class HostSession:
 
     # ---- connection --------------------------------------------------------------------
 
-    def _open(self) -> libvirt.virConnect:
+    def _open(self, uri: str, attempt: _Attempt) -> libvirt.virConnect:
         flags = libvirt.VIR_CONNECT_RO if self.readonly else 0
         auth = [[libvirt.VIR_CRED_AUTHNAME, libvirt.VIR_CRED_PASSPHRASE], _refuse_credentials, None]
-        forward = self._libvirt_forward  # set by _connect for hosts reached over our ssh
-        uri = forward.uri if forward is not None else effective_uri(self.cfg.uri)
         conn = libvirt.openAuth(uri, auth, flags)
         # Local and test drivers have no keepalive; they cannot drop either.
         with contextlib.suppress(libvirt.libvirtError):
             conn.setKeepAlive(self.timing.keepalive_interval, self.timing.keepalive_count)
+        attempt.opened(conn)  # closes it instead if the session gave the attempt up
         return conn
+
+    async def _start_attempt(self) -> _Attempt:
+        """A new connection attempt on a worker thread (after the ssh forward, if any)."""
+        forward = None
+        if self.ssh is not None and carries_libvirt(self.cfg):
+            # Open (or reuse) the host's ssh connection on this loop and forward a local
+            # socket to the remote libvirt socket; the libvirt open stays on the worker.
+            forward = await asyncio.wait_for(
+                self.ssh.forward_libvirt(readonly=self.readonly), self.timing.connect_timeout + 2
+            )
+        uri = forward.uri if forward is not None else effective_uri(self.cfg.uri)
+        attempt = _Attempt(forward)
+        try:
+            attempt.future = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._open, uri, attempt
+            )
+        except RuntimeError:  # shut down: the session is closing
+            attempt.abandon()
+            raise HostUnavailable(f"{self.name} is closed") from None
+        # An attempt given up on may fail with nobody awaiting it: not worth a warning.
+        attempt.future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return attempt
 
     async def _connect(self) -> None:
         self._generation += 1
         generation = self._generation
         self._lost = asyncio.Event()
-        self._executor = HostExecutor(self.name, self.timing.workers_per_host)
         if self.host.state is not HostState.CONNECTING:
             self._set_host(state=HostState.CONNECTING)
-        if self.ssh is not None and carries_libvirt(self.cfg):
-            # Open (or reuse) the host's ssh connection on this loop and forward a local
-            # socket to the remote libvirt socket; the libvirt open stays on the worker.
-            self._libvirt_forward = await asyncio.wait_for(
-                self.ssh.forward_libvirt(readonly=self.readonly), self.timing.connect_timeout + 2
-            )
-        conn = await self._submit(
-            self._open, timeout=self.timing.connect_timeout, what="connecting"
-        )
+        attempt = self._attempt
+        earlier = attempt is not None
+        if attempt is None:
+            attempt = self._attempt = await self._start_attempt()
+        assert attempt.future is not None
+        timeout = self.timing.connect_timeout
+        try:
+            # shield: timing out stops the waiting, not the attempt; the next retry waits
+            # for this same attempt instead of opening another socket on another thread.
+            conn = await asyncio.wait_for(asyncio.shield(attempt.future), timeout)
+        except TimeoutError:
+            still = " (still waiting for an earlier attempt)" if earlier else ""
+            raise CallTimeout(
+                f"{self.name}: connecting timed out after {timeout:g} s{still}"
+            ) from None
+        except BaseException:
+            if attempt.future.done():  # it failed: the next retry starts afresh
+                self._attempt = None
+                if attempt.forward is not None:
+                    attempt.forward.close()
+            raise
+        self._attempt = None
+        self._libvirt_forward = attempt.forward
         self._conn = conn
         await self._submit(
             self._register_callbacks,
@@ -366,8 +481,8 @@ class HostSession:
         self._lost.set()
 
     async def _drop_connection(self, *, wait: float) -> None:
-        conn, executor, ids = self._conn, self._executor, self._callback_ids
-        self._conn, self._executor, self._callback_ids = None, None, []
+        conn, ids = self._conn, self._callback_ids
+        self._conn, self._callback_ids = None, []
         self._generation += 1  # callbacks of the old connection are ignored from now on
         forward, self._libvirt_forward = self._libvirt_forward, None
         if forward is not None:
@@ -375,9 +490,7 @@ class HostSession:
         # The ssh connection itself stays: a libvirt-level failure (remote daemon restarting)
         # must not cut off VNC tunnels or cost a new authentication (a hardware-key touch)
         # per retry. A dead ssh connection is noticed by asyncssh's keepalive and reopened.
-        if conn is None or executor is None:
-            if executor is not None:
-                executor.shutdown()
+        if conn is None:
             return
 
         def close() -> None:
@@ -389,8 +502,10 @@ class HostSession:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
 
-        future = asyncio.get_running_loop().run_in_executor(executor, close)
-        executor.shutdown()
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, close)
+        except RuntimeError:  # shut down already: nothing can run the close any more
+            return
         if wait > 0:
             with contextlib.suppress(TimeoutError, Exception):
                 await asyncio.wait_for(future, wait)
