@@ -22,8 +22,24 @@ Figures (best of ``--repeat``):
 * one virsh process running every command as a ';'-separated batch over one connection:
   what connection reuse alone buys, without parallel calls.
 
+With ``--ips`` it compares guest-IP costs instead (issue 12), all in the same run, over the
+same relays, with ``--running`` of the domains started (tiny diskless TCG guests):
+
+* ``catkeeper --json`` and ``catkeeper --json --ips``, for all M hosts and for one;
+* a plain per-VM parallel client: one libvirt connection per host (``qemu+libssh``, libvirt's
+  own ssh client, through the same relays), ``listAllDomains(ACTIVE)``, then
+  ``interfaceAddresses(ARP)`` for every running domain from 8 threads per host;
+* "addresses on screen" the way the TUI gets them: a fleet with the background IP loop (the
+  app's ``IpScanner.start()``), seconds until every host's inventory is in and until every
+  host's first IP pass is done;
+* the calls per source of one ``catkeeper scan --no-sweep --json`` over the fleet.
+
+``--src DIR`` (repeatable) runs catkeeper from another checkout (``git archive COMMIT | tar
+-x -C DIR``), for before/after figures on one set-up.
+
     python bench/remote_bench.py                      # 8 hosts x 200 VMs, 10 ms each way
     python bench/remote_bench.py --hosts 20 --delay 25 --full
+    python bench/remote_bench.py --ips --vms 250 --delay 20   # 8 x 250, half running, 40 ms RTT
 """
 
 from __future__ import annotations
@@ -37,8 +53,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -92,16 +110,29 @@ def write_config(
     return path
 
 
-def time_catkeeper(cfg: Path, repeat: int) -> tuple[float, dict[str, int], list[str]]:
+def catkeeper_env(src: Path | None) -> dict[str, str] | None:
+    """The environment that makes ``python -m catkeeper`` import ``src``'s catkeeper."""
+    if src is None:
+        return None
+    return dict(os.environ, PYTHONPATH=str(src.resolve()))
+
+
+def time_catkeeper(
+    cfg: Path, repeat: int, extra: Sequence[str] = (), src: Path | None = None
+) -> tuple[float, dict[str, int], list[str]]:
     """Best seconds, VMs per host, and hosts that were not up (should be none)."""
     best = float("inf")
     per_host: dict[str, int] = {}
     trouble: list[str] = []
-    argv = [sys.executable, "-m", "catkeeper", "--config", str(cfg), "--json"]
+    argv = [sys.executable, "-m", "catkeeper", "--config", str(cfg), "--json", *extra]
     for _ in range(repeat):
         started = time.perf_counter()
         out = subprocess.run(
-            [*argv, "--log", os.devnull], capture_output=True, text=True, check=False
+            [*argv, "--log", os.devnull],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=catkeeper_env(src),
         )
         elapsed = time.perf_counter() - started
         if out.returncode != 0 and not out.stdout:
@@ -234,6 +265,246 @@ def uninterruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old_term)
 
 
+# ---------------------------------------------------------------------------------- --ips
+
+
+def peer_client(uris: Sequence[str], threads: int) -> dict[str, object]:
+    """The plain per-VM client: per host one connection, ``listAllDomains(ACTIVE)``, then
+    ``interfaceAddresses(ARP)`` per running domain from ``threads`` threads; hosts side by
+    side. Errors are counted, not fatal: SRC_ARP fails on this kernel ("wrong nlmsg len"),
+    which still costs the round trip."""
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda *_: None, None)
+    calls = 0
+    errors = 0
+    vms = 0
+    lock = threading.Lock()
+
+    def host(uri: str, conn: libvirt.virConnect | None = None) -> None:
+        nonlocal calls, errors, vms
+        conn = conn or libvirt.open(uri)
+        try:
+            doms = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+
+            def one(dom: libvirt.virDomain) -> bool:
+                try:
+                    dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP, 0)
+                    return True
+                except libvirt.libvirtError:
+                    return False
+
+            with ThreadPoolExecutor(threads) as pool:
+                answers = list(pool.map(one, doms))
+            with lock:
+                vms += len(doms)
+                calls += 1 + len(answers)
+                errors += answers.count(False)
+        finally:
+            conn.close()
+
+    # The first connection alone: eight libssh sessions opened at once from one process hung
+    # here (all threads in poll, nothing on the wire) while one at a time never did.
+    first = libvirt.open(uris[0])
+    with ThreadPoolExecutor(len(uris)) as pool:
+        jobs = [pool.submit(host, uris[0], first)]
+        jobs += [pool.submit(host, uri) for uri in uris[1:]]
+        for job in jobs:
+            job.result()
+    return {"hosts": len(uris), "running_vms": vms, "calls": calls, "arp_errors": errors}
+
+
+def time_peer(uris: Sequence[str], threads: int, repeat: int) -> tuple[float, dict[str, object]]:
+    """Best seconds of the peer client as its own process (interpreter start included, as
+    for catkeeper), and what it did."""
+    argv = [sys.executable, __file__, "--peer-threads", str(threads), "--peer", *uris]
+    best, info = float("inf"), {}
+    for _ in range(repeat):
+        started = time.perf_counter()
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=600)
+        elapsed = time.perf_counter() - started
+        if out.returncode != 0:
+            raise RuntimeError(f"peer client exited {out.returncode}: {out.stderr[-2000:]}")
+        best, info = min(best, elapsed), json.loads(out.stdout)
+    return best, info
+
+
+TUI_PROBE = """
+import asyncio, json, sys, time
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.ipscan.scheduler import IpScanner
+from catkeeper.config import load_config
+
+async def main():
+    config = load_config(sys.argv[1])
+    t0 = time.perf_counter()
+    fleet = Fleet(config)
+    scanner = IpScanner(fleet, libvirt_interval=3600)
+    scanner.start()  # as the app does, before the fleet starts
+    await fleet.start()
+    await fleet.wait_settled(120)
+    table = time.perf_counter() - t0
+    names = set(fleet.sessions)
+    while set(scanner.last) != names and time.perf_counter() - t0 < 300:
+        await asyncio.sleep(0.01)
+    ips = time.perf_counter() - t0
+    found = sum(1 for vm in fleet.vms() if vm.ips)
+    await scanner.aclose()
+    await fleet.aclose()
+    print(json.dumps({"table_s": table, "ips_s": ips, "vms_with_ips": found}))
+
+asyncio.run(main())
+"""
+
+
+def time_tui_probe(cfg: Path, repeat: int, src: Path | None) -> tuple[float, float]:
+    """(seconds until every host's rows are in, until every host's first IP pass is done):
+    the backend half of what the TUI shows, with the app's background IP loop."""
+    best: tuple[float, float] = (float("inf"), float("inf"))
+    for _ in range(repeat):
+        out = subprocess.run(
+            [sys.executable, "-c", TUI_PROBE, str(cfg)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=catkeeper_env(src),
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"TUI probe exited {out.returncode}: {out.stderr[-2000:]}")
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        best = min(best, (got["table_s"], got["ips_s"]), key=lambda t: t[1])
+    return best
+
+
+def scan_calls(cfg: Path, src: Path | None) -> dict[str, dict[str, object]] | None:
+    """Calls per source (summed over hosts) of one ``catkeeper scan --no-sweep --json``;
+    None when that catkeeper does not report them (before issue 12)."""
+    main_options = ["--config", str(cfg), "--log", os.devnull]
+    out = subprocess.run(
+        [sys.executable, "-m", "catkeeper", *main_options, "scan", "--no-sweep", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=catkeeper_env(src),
+    )
+    if not out.stdout:
+        raise RuntimeError(f"catkeeper scan exited {out.returncode}: {out.stderr[-2000:]}")
+    doc = json.loads(out.stdout)
+    total: dict[str, dict[str, object]] = {}
+    for host in doc["hosts"]:
+        if "calls_by_source" not in host:
+            return None
+        for source, c in host["calls_by_source"].items():
+            t = total.setdefault(source, {"calls": 0, "per_vm": 0, "failed": 0, "max_s": 0.0})
+            for key in ("calls", "per_vm", "failed"):
+                t[key] = int(str(t[key])) + int(c.get(key, 0))
+            t["max_s"] = max(float(str(t["max_s"])), float(c["max_s"]))
+    return total
+
+
+def start_some(factory: DomainFactory, names: list[str], running: int) -> float:
+    """Start the first ``running`` domains, a few at a time; returns the seconds it took."""
+    conn = factory.conn
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda n: conn.lookupByName(n).create(), names[:running]))
+    return time.perf_counter() - t0
+
+
+def run_ips(
+    args: argparse.Namespace,
+    src: Path | None,
+    hosts: list[Relay],
+    key: Path,
+    known_hosts: Path,
+    tmp: Path,
+    listed_vms: int,
+    running: int,
+    setup: float,
+) -> None:
+    fleet_cfg = write_config(tmp / "fleet.yaml", hosts, key, known_hosts, args.workers)
+    one_cfg = write_config(tmp / "one.yaml", hosts[:1], key, known_hosts, args.workers)
+    m = args.hosts
+    rtt = 2 * args.delay
+    who = f"catkeeper from {src}" if src else "catkeeper from this checkout"
+    print(
+        f"guest IPs: {m} hosts x {listed_vms} VMs ({running} running) over ssh, "
+        f"{args.delay:g} ms each way (a round trip >= {rtt:g} ms); best of {args.repeat}; {who}"
+    )
+    print(
+        f"  (every host is its own relay and ssh connection in front of the same sshd and "
+        f"libvirtd;\n   set-up {setup:.1f} s; {os.cpu_count()} cores)",
+        flush=True,
+    )
+
+    def row(label: str, value: float, unit: str, note: str = "") -> None:
+        print(f"  {label:<44}{value:8.2f} {unit}   {note}".rstrip(), flush=True)
+
+    # Interleaved rounds, best of each: load drifts (other sessions on this machine) hit
+    # every figure alike instead of one of them.
+    plain = [float("inf")] * 2
+    ips = [float("inf")] * 2
+    trouble: list[str] = []
+    for _ in range(args.repeat):
+        for i, cfg in enumerate((fleet_cfg, one_cfg)):
+            t, _, bad = time_catkeeper(cfg, 1, src=src)
+            plain[i], trouble = min(plain[i], t), trouble + bad
+            t, _, bad = time_catkeeper(cfg, 1, ("--ips",), src=src)
+            ips[i], trouble = min(ips[i], t), trouble + bad
+    row(f"catkeeper --json, {m} hosts", plain[0], "s")
+    row(f"catkeeper --json --ips, {m} hosts", ips[0], "s")
+    row("catkeeper --json, 1 host", plain[1], "s")
+    row("catkeeper --json --ips, 1 host", ips[1], "s")
+    row(
+        "ratio --ips / no-ips",
+        ips[0] / plain[0],
+        "x",
+        f"({m} hosts; 1 host: {ips[1] / plain[1]:.2f} x; goal <= 1.2)",
+    )
+    uris = [libssh_uri(h, key, known_hosts) for h in hosts]
+    try:
+        peer_s, peer = time_peer(uris, 8, args.repeat)
+        peer_one_s, _ = time_peer(uris[:1], 8, args.repeat)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        print(f"  per-VM client failed: {exc}", flush=True)
+    else:
+        row(
+            f"per-VM client, {m} hosts",
+            peer_s,
+            "s",
+            f"(8 threads a host, ARP per running VM: {peer['calls']} calls, "
+            f"{peer['arp_errors']} failed)",
+        )
+        row("per-VM client, 1 host", peer_one_s, "s")
+        row(
+            "ratio --ips / per-VM client",
+            ips[0] / peer_s,
+            "x",
+            f"({m} hosts; 1 host: {ips[1] / peer_one_s:.2f} x)",
+        )
+    table_s, shown_s = time_tui_probe(fleet_cfg, args.repeat, src)
+    row(f"TUI backend: rows of {m} hosts in", table_s, "s")
+    row(
+        f"TUI backend: first IP pass of {m} hosts done",
+        shown_s,
+        "s",
+        f"({shown_s / table_s:.2f} x the table time; goal <= 1.5)",
+    )
+    calls = scan_calls(fleet_cfg, src)
+    if calls is None:
+        print("  calls per source: not reported by this catkeeper (before issue 12)")
+    else:
+        print(f"  calls per source, one `catkeeper scan --no-sweep` over {m} hosts:")
+        for source, c in sorted(calls.items()):
+            print(
+                f"    {source:<8}{c['calls']:>6} calls ({c['per_vm']} per VM, {c['failed']} "
+                f"failed), slowest {float(str(c['max_s'])):.3f} s"
+            )
+    for line in trouble:
+        print(f"  NOTE host not up: {line}")
+    print(flush=True)
+
+
 def run(args: argparse.Namespace, tmp: Path) -> None:
     daemon: LibvirtDaemon | None = None
     factory: DomainFactory | None = None
@@ -247,6 +518,9 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         for _ in range(args.vms):
             dom = factory(name=unique_domain_name())
             names.append(dom.name())
+        running = round(args.vms * args.running) if args.ips else 0
+        if running:
+            start_some(factory, names, running)
         setup = time.perf_counter() - started
         (tmp / "sshd").mkdir()
         sshd = SshServer(tmp / "sshd").start()
@@ -256,6 +530,10 @@ def run(args: argparse.Namespace, tmp: Path) -> None:
         known_hosts = tmp / "known_hosts"
         write_known_hosts(known_hosts, sshd, hosts)
         key = sshd.client_key
+        if args.ips:
+            for src in args.src or [None]:
+                run_ips(args, src, hosts, key, known_hosts, tmp, len(names), running, setup)
+            return
         workers = args.workers if args.workers is not None else Timing().workers_per_host
         fleet_cfg = write_config(tmp / "fleet.yaml", hosts, key, known_hosts, args.workers)
         one_cfg = write_config(tmp / "one.yaml", hosts[:1], key, known_hosts, args.workers)
@@ -385,7 +663,22 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=None, help="catkeeper's workers_per_host (default: its own)"
     )
+    parser.add_argument("--ips", action="store_true", help="compare guest-IP costs (issue 12)")
+    parser.add_argument(
+        "--running", type=float, default=0.5, help="--ips: share of the domains to start"
+    )
+    parser.add_argument(
+        "--src",
+        type=Path,
+        action="append",
+        help="--ips: run catkeeper from this checkout; repeatable (before/after, one set-up)",
+    )
+    parser.add_argument("--peer", nargs="+", metavar="URI", help=argparse.SUPPRESS)
+    parser.add_argument("--peer-threads", type=int, default=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.peer:  # the per-VM client's own process (see time_peer)
+        print(json.dumps(peer_client(args.peer, args.peer_threads)))
+        return 0
     for tool in ("virsh", "libvirtd", "/usr/sbin/sshd"):
         if shutil.which(tool) is None:
             print(f"{tool} is missing: scripts/bootstrap test", file=sys.stderr)

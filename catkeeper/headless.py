@@ -12,6 +12,7 @@ from typing import Any
 
 from catkeeper import __version__
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.host import HostSession
 from catkeeper.config import Config
 from catkeeper.model import VM, Host, HostState, to_jsonable
 
@@ -31,18 +32,24 @@ def _unsettled(host: Host, timeout: float) -> Host:
     )
 
 
-async def _libvirt_ips(fleet: Fleet, budget: float) -> None:
+async def _ips_as_hosts_answer(fleet: Fleet) -> None:
+    """Each host's IP pass (the TUI's and ``catkeeper scan``'s path: bulk sources first,
+    per VM only for what is left) as soon as that host's inventory is in, not after the
+    slowest host's: the passes of the early hosts overlap the loading of the late ones."""
     from catkeeper.backend.ipscan.scheduler import IpScanner
 
-    up = [h.name for h in fleet.hosts() if h.state in (HostState.UP, HostState.DEGRADED)]
-    if not up or budget <= 0:
-        return
     scanner = IpScanner(fleet, libvirt_interval=0, sweep_interval=0)
     scanner.attach()
-    # Addresses are extras: a host slow to answer them costs its IPs, never the document.
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(scanner.scan(up, sweep=False), budget)
-    await scanner.aclose()
+
+    async def one(session: HostSession) -> None:
+        await session.wait_settled()
+        if session.host.state in (HostState.UP, HostState.DEGRADED):
+            await scanner.scan_host(session.name, sweep=False)
+
+    try:
+        await asyncio.gather(*(one(s) for s in fleet.sessions.values()))
+    finally:
+        await scanner.aclose()
 
 
 async def collect(
@@ -57,20 +64,30 @@ async def collect(
 ) -> tuple[dict[str, Any], int]:
     """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
 
-    With ``ips``, libvirt's own address sources (agent, lease, arp) are asked too, in the
-    time left; active sweeps are ``catkeeper scan``'s job. ``vm_filter(vm, now)`` and the
-    document's ``generated_at`` use ``clock``.
+    With ``ips``, guest addresses are looked for too (DHCP leases per network, the host's
+    neighbour table, connected guest agents, per-VM calls for the rest), each host as soon
+    as it has answered, within the same ``timeout``; active sweeps are ``catkeeper scan``'s
+    job. ``vm_filter(vm, now)`` and the document's ``generated_at`` use ``clock``.
     """
     started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
     await fleet.start()
+    addresses = asyncio.ensure_future(_ips_as_hosts_answer(fleet)) if ips else None
     try:
         await fleet.wait_settled(timeout)
-        if ips:
-            await _libvirt_ips(fleet, timeout - (time.monotonic() - started))
+        if addresses is not None:
+            # Addresses are extras: a host slow to answer them costs its IPs, never the
+            # document.
+            budget = max(0.0, timeout - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(addresses), budget)
         hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
         vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
     finally:
+        if addresses is not None and not addresses.done():
+            addresses.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await addresses
         # Bounded: a hung host's close must not hold up the answer.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fleet.aclose(), 2)

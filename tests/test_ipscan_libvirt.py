@@ -319,3 +319,19 @@ def test_scan_cli_text_and_exit_codes(tmp_path: Path) -> None:
     assert (r.code, r.out) == (2, "") and "nope" in r.err  # the global --host counts too
     r = run_catkeeper("--config", config, "scan", "--subnet", "10.0.0.0/8", cwd=tmp_path)
     assert (r.code, r.out) == (2, "") and "sweeps stop at" in r.err
+
+
+def test_the_demo_fleet_falls_back_per_vm_without_an_error(tmp_path: Path) -> None:
+    """The test driver has no lease call: ``--json --ips`` on the demo fleet still gives
+    every running VM its (fictional) lease, asked per VM, and says no error."""
+    r = run_catkeeper("--demo", "--json", "--ips", cwd=tmp_path)
+    assert r.code == 0, r.err
+    doc = r.json()
+    running = [v for v in doc["vms"] if v["state"] in ("running", "paused")]
+    assert running and all(v["ips"] for v in running)
+    assert {s["source"] for v in running for s in v["ips"]} == {LEASE}
+    assert all(h["error"] is None for h in doc["hosts"])
+    r = run_catkeeper("--demo", "scan", "--no-sweep", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert "failed" not in r.out
+    assert "no bulk lease call on this driver: leases asked per VM" in r.out
