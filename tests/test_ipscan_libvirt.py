@@ -22,7 +22,7 @@ from catkeeper.backend.ipscan.libvirt_source import (
 )
 from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE, NEIGH
 from catkeeper.backend.ipscan.scheduler import DONE, LIBVIRT, IpScanner, ScanProgress
-from catkeeper.config import Config, HostConfig, Timing
+from catkeeper.config import Config, HostConfig, Timing, load_config
 from catkeeper.demo.fleetgen import node_xml
 from catkeeper.model import VmState
 from tests.cli_support import run_catkeeper, write_config
@@ -199,6 +199,20 @@ async def test_agent_lifecycle_event_asks_that_agent(fleet: Fleet) -> None:
         assert scanner._event_tasks == set()
     finally:
         await scanner.aclose()
+
+
+async def test_per_vm_calls_in_flight_come_from_the_config(tmp_path: Path) -> None:
+    """``ipscan.per_vm_calls`` bounds the per-VM calls of a pass; 0 leaves a worker free."""
+    path = tmp_path / "c.yaml"
+    node = tmp_path / "h.xml"
+    node.write_text(node_xml("h", 2, seed=1, host_id=7))
+    for given, expected in (("3", 3), ("0", Timing().workers_per_host - 1)):
+        path.write_text(
+            f"hosts:\n  - name: h\n    uri: test://{node}\nipscan:\n  per_vm_calls: {given}\n"
+        )
+        fleet = Fleet(load_config(str(path), {}))
+        assert IpScanner(fleet).concurrency_for(fleet.session("h")) == expected
+        assert IpScanner(fleet, libvirt_concurrency=5).concurrency_for(fleet.session("h")) == 5
 
 
 async def test_twenty_hosts_scan_concurrently(tmp_path: Path) -> None:
