@@ -841,11 +841,18 @@ class Soak:
         o = self.o
         # The installed script, or `python -m catkeeper` from another source tree (a clean
         # worktree of main, say, while the working tree holds changes in progress).
-        exe = [str(Path(sys.executable).with_name("catkeeper"))]
-        src = []
-        if o.src is not None:
-            exe = [sys.executable, "-m", "catkeeper"]
-            src = [f"PYTHONPATH={o.src}"]
+        # What the installed script does (catkeeper.cli.main), plus faulthandler into a file:
+        # Textual draws on stderr, so a crash's tracebacks could not go there.
+        launcher = self.out / "launch_catkeeper.py"
+        launcher.write_text(
+            "import faulthandler, sys\n"
+            f"faulthandler.enable(open({str(self.out / 'faulthandler.log')!r}, 'a'), "
+            "all_threads=True)\n"
+            "from catkeeper.cli import main\n"
+            "sys.exit(main())\n"
+        )
+        exe = [sys.executable, str(launcher)]
+        src = [f"PYTHONPATH={o.src}"] if o.src is not None else []
         lag = self.out / "looplag.log"
         lag.unlink(missing_ok=True)
         (self.out / "catkeeper.log").unlink(missing_ok=True)
@@ -1066,7 +1073,15 @@ class Soak:
             sample = proc_sample(self.pid)
             now = mono()
             if sample is None:
-                self.notes.append(f"catkeeper (pid {self.pid}) exited at {t:.0f} s")
+                how = ""
+                with contextlib.suppress(Exception):
+                    how = " ".join(self.tmux.cmd(
+                        "display -p -t soak 'status #{pane_dead_status} signal #{pane_dead_signal}'"
+                    ))  # fmt: skip
+                self.notes.append(
+                    f"catkeeper (pid {self.pid}) EXITED at {t:.0f} s ({how}); "
+                    f"tracebacks, if any: {self.out / 'faulthandler.log'}"
+                )
                 self.event("-", "exit", "catkeeper exited")
                 break
             row.threads, row.fds, row.sockets = sample.threads, sample.fds, sample.sockets
@@ -1404,7 +1419,11 @@ class Soak:
         busy0 = next((r.t for r in rows if r.phase == "busy"), 0.0)
         end_t = rows[-1].t if rows else 0.0
         for y, sp in enumerate(faulted):
-            wins = [(busy0 + a, max(b - a, 0.5)) for a, b in sp.windows]
+            wins = [
+                (busy0 + a, max(min(b, end_t - busy0) - a, 0.5))
+                for a, b in sp.windows
+                if busy0 + a < end_t  # the run may have ended early
+            ]
             if sp.name == "churn" and self.restart_window:
                 a, b = self.restart_window
                 wins = [(a, max((b or end_t) - a, 0.5))]
