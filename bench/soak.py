@@ -222,6 +222,10 @@ class Tmux:
                 self.ctl.wait(5)
             self.ctl = None
         subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
+        # tmux leaves its socket file behind: /tmp/tmux-UID/NAME (or $TMUX_TMPDIR).
+        tmpdir = os.environ.get("TMUX_TMPDIR", "/tmp")
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(tmpdir, f"tmux-{os.getuid()}", self.name))
 
 
 PEER_APP = """\
