@@ -42,6 +42,7 @@ async def _ips_as_hosts_answer(fleet: Fleet) -> None:
     scanner.attach()
 
     async def one(session: HostSession) -> None:
+        scanner.prefetch_neigh(session.name)  # overlaps the host's cold load
         await session.wait_settled()
         if session.host.state in (HostState.UP, HostState.DEGRADED):
             await scanner.scan_host(session.name, sweep=False)

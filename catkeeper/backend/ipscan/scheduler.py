@@ -146,6 +146,8 @@ class IpScanner:
         self.last: dict[str, HostScan] = {}  # host → its latest scan, for display
         self._tasks: list[asyncio.Task[None]] = []
         self._event_tasks: set[asyncio.Task[list[SourceResult]]] = set()
+        # Neighbour-table reads started before their host's pass (prefetch_neigh).
+        self._neigh_early: dict[str, asyncio.Future[list[SourceResult]]] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._inflight: dict[tuple[str, ...], asyncio.Future[list[SourceResult]]] = {}
         self._redecorate_handle: asyncio.TimerHandle | None = None
@@ -187,7 +189,12 @@ class IpScanner:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        tasks = [*self._tasks, *self._event_tasks]
+        tasks: list[asyncio.Future[Any]] = [
+            *self._tasks,
+            *self._event_tasks,
+            *self._neigh_early.values(),
+        ]
+        self._neigh_early.clear()
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -201,6 +208,8 @@ class IpScanner:
 
     async def _every(self, host: str, interval: float, kind: str) -> None:
         session = self.fleet.session(host)
+        if kind == LIBVIRT:
+            self.prefetch_neigh(host)  # the first pass's table read overlaps the cold load
         await session.wait_settled()
         while True:
             try:
@@ -410,6 +419,20 @@ class IpScanner:
             return partial(read_local_neigh, session.name, clock=self.fleet.clock)
         return None
 
+    def prefetch_neigh(self, host: str) -> None:
+        """Start reading the host's neighbour table now; its next pass uses that answer.
+
+        The read needs no inventory, only the ssh connection (shared with libvirt's
+        forward, so it waits for the same connect): started before the host's cold load,
+        its round trips and the remote shell's start-up overlap the load instead of
+        following it.
+        """
+        if host in self._neigh_early:
+            return
+        reader = self.neigh_reader(self.fleet.session(host))
+        if reader is not None:
+            self._neigh_early[host] = asyncio.ensure_future(reader())
+
     async def _passive_part(
         self,
         session: HostSession,
@@ -428,12 +451,13 @@ class IpScanner:
         def step(done: int, total: int) -> None:
             self._report(progress, ScanProgress(session.name, LIBVIRT, done, total))
 
+        early = self._neigh_early.pop(session.name, None)
         outcome = await host_pass(
             session,
             take=take,
             targets=targets,
             known=known,
-            neigh=self.neigh_reader(session),
+            neigh=(lambda: early) if early is not None else self.neigh_reader(session),
             concurrency=self.concurrency_for(session),
             timeout=session.timing.call_timeout,
             progress=step,
