@@ -112,7 +112,8 @@ def write_config(
 
 
 def catkeeper_env(src: Path | None) -> dict[str, str] | None:
-    """The environment that makes ``python -m catkeeper`` import ``src``'s catkeeper."""
+    """The environment that makes ``python -m catkeeper`` import ``src``'s catkeeper (run it
+    with ``cwd=src`` too: ``-m`` and ``-c`` put the working directory first on the path)."""
     if src is None:
         return None
     return dict(os.environ, PYTHONPATH=str(src.resolve()))
@@ -134,6 +135,7 @@ def time_catkeeper(
             text=True,
             check=False,
             env=catkeeper_env(src),
+            cwd=src,
         )
         elapsed = time.perf_counter() - started
         if out.returncode != 0 and not out.stdout:
@@ -383,6 +385,7 @@ def time_tui_probe(cfg: Path, repeat: int, src: Path | None) -> tuple[float, flo
             text=True,
             check=False,
             env=catkeeper_env(src),
+            cwd=src,
         )
         if out.returncode != 0:
             raise RuntimeError(f"TUI probe exited {out.returncode}: {out.stderr[-2000:]}")
@@ -401,6 +404,7 @@ def scan_calls(cfg: Path, src: Path | None) -> dict[str, dict[str, object]] | No
         text=True,
         check=False,
         env=catkeeper_env(src),
+        cwd=src,
     )
     if not out.stdout:
         raise RuntimeError(f"catkeeper scan exited {out.returncode}: {out.stderr[-2000:]}")
