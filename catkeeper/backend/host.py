@@ -68,9 +68,28 @@ _PASS_ONLY = {libvirt.VIR_DOMAIN_EVENT_ID_REBOOT}
 _EVENT_COALESCE_S = 0.05
 
 
+# libvirt's state codes, looked up once rather than through the enum per VM per refresh.
+_STATES = tuple(VmState.from_libvirt(code) for code in range(len(VmState)))
+# What a warm refresh compares per domain: (state code, autostart, persistent, live vCPUs,
+# live balloon). Equal signatures mean the row cannot have changed.
+_Signature = tuple[int, bool, bool, Any, Any]
+
+
+def _state(code: int) -> VmState:
+    return _STATES[code] if 0 <= code < len(_STATES) else VmState.NOSTATE
+
+
 @dataclass
 class _Bulk:
-    """One round of the bulk calls: everything but the per-domain XML."""
+    """One round of the bulk calls: everything but the per-domain XML.
+
+    ``changed`` lists the domains whose signature differs from the ``previous`` one the
+    read was given (new domains included), worked out on the worker thread so that a warm
+    refresh in which nothing changed costs the event loop no per-VM work. ``domains`` holds
+    the handles of the changed ones only: the others are freed on the worker thread, where
+    the read made them (freeing 500 handles on the loop after every refresh of a 500-VM
+    host cost the loop ~1 % of a core at 20 such hosts).
+    """
 
     uuids: list[str]
     states: dict[str, VmState]
@@ -82,6 +101,8 @@ class _Bulk:
     hypervisor: str
     libvirt_version: str
     domains: dict[str, Any] = field(repr=False, default_factory=dict)
+    signatures: dict[str, _Signature] = field(repr=False, default_factory=dict)
+    changed: list[str] = field(default_factory=list)
 
 
 def effective_uri(uri: str) -> str:
@@ -104,7 +125,13 @@ def _version_text(v: int) -> str:
     return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
 
 
-def _read_bulk(conn: libvirt.virConnect) -> _Bulk:
+def _read_bulk(conn: libvirt.virConnect, previous: dict[str, _Signature] | None = None) -> _Bulk:
+    """The bulk calls: one stats call lists every domain (active or not) with its handle.
+
+    Autostart and transient domains are the short lists (persistent = all but transient),
+    so a refresh makes one domain handle per VM, not three (6.3 → 2.6 ms of CPU per
+    500-VM host).
+    """
     started = time.perf_counter()
     info = conn.getInfo()
     latency = (time.perf_counter() - started) * 1000
@@ -112,32 +139,47 @@ def _read_bulk(conn: libvirt.virConnect) -> _Bulk:
         free: int | None = conn.getFreeMemory() // 1024
     except libvirt.libvirtError:
         free = None
-    domains = conn.listAllDomains(0)
     autostart = {
         d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
     }
-    persistent = {
-        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+    transient = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
     }
     stats: dict[str, dict[str, Any]] = {}
     states: dict[str, VmState] = {}
-    if domains:
-        for dom, record in conn.getAllDomainStats(_STATS, 0):
-            uuid = dom.UUIDString()
-            stats[uuid] = record
-            states[uuid] = VmState.from_libvirt(int(record.get("state.state", 0)))
-    by_uuid = {d.UUIDString(): d for d in domains}
+    by_uuid: dict[str, Any] = {}
+    signatures: dict[str, _Signature] = {}
+    changed: list[str] = []
+    old = previous or {}
+    for dom, record in conn.getAllDomainStats(_STATS, 0):
+        uuid = dom.UUIDString()
+        stats[uuid] = record
+        code = int(record.get("state.state", 0))
+        states[uuid] = _state(code)
+        signature = (
+            code,
+            uuid in autostart,
+            uuid not in transient,
+            record.get("vcpu.current"),
+            record.get("balloon.current"),
+        )
+        signatures[uuid] = signature
+        if old.get(uuid) != signature:
+            changed.append(uuid)
+            by_uuid[uuid] = dom
     return _Bulk(
-        uuids=list(by_uuid),
+        uuids=list(signatures),
         states=states,
         stats=stats,
         autostart=autostart,
-        persistent=persistent,
+        persistent=signatures.keys() - transient,
         capacity=Capacity(cpus=int(info[2]), memory_kib=int(info[1]) * 1024, free_memory_kib=free),
         latency_ms=round(latency, 2),
         hypervisor=conn.getType(),
         libvirt_version=_version_text(conn.getLibVersion()),
         domains=by_uuid,
+        signatures=signatures,
+        changed=changed,
     )
 
 
@@ -229,6 +271,8 @@ class HostSession:
         self.host = Host(name=cfg.name, uri=cfg.uri, readonly=self.readonly, tags=cfg.tags)
         self.vms: dict[str, VM] = {}
         self._static: dict[str, StaticInfo] = {}
+        # The last bulk read's per-domain signatures, applied in full (see _Bulk).
+        self._signatures: dict[str, _Signature] = {}
         self._conn: libvirt.virConnect | None = None
         # One executor for the session's whole life: threads stuck in a dead connection's
         # calls count against this host's cap instead of piling up in a fresh pool each
@@ -561,6 +605,7 @@ class HostSession:
 
     async def _cold_load(self) -> None:
         self._degraded_reason = None
+        self._signatures = {}
         bulk = await self.call(_read_bulk, what="listing domains")
         infos = await self._read_xml_parallel(bulk, bulk.uuids)
         now = self._clock()
@@ -568,23 +613,40 @@ class HostSession:
         self.vms = {u: self._vm_from(u, i, bulk, now) for u, i in infos.items()}
         self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
         self._host_answered(bulk, now)
-        # Off the loop: trimming a large heap takes a few milliseconds.
+        self._signatures = self._applied(bulk, (u for u in bulk.uuids if u not in infos))
+        handles, bulk.domains = bulk.domains, {}
+
+        def release() -> None:
+            # Off the loop: freeing every domain handle (the GIL is dropped and taken back
+            # once per handle) and trimming a large heap take milliseconds.
+            handles.clear()
+            release_freed_memory()
+
         with contextlib.suppress(Exception):
-            await self._submit(
-                release_freed_memory, timeout=self.timing.call_timeout, what="trimming memory"
-            )
+            await self._submit(release, timeout=self.timing.call_timeout, what="trimming memory")
+
+    @staticmethod
+    def _applied(bulk: _Bulk, unread: Iterable[str]) -> dict[str, _Signature]:
+        """The signatures to compare the next refresh with: a domain whose XML could not be
+        read is left out, so that the next refresh tries it again."""
+        signatures = bulk.signatures
+        for uuid in unread:
+            signatures.pop(uuid, None)
+        return signatures
 
     async def _warm_refresh(self) -> None:
         self._degraded_reason = None
-        bulk = await self.call(_read_bulk, what="refreshing")
+        bulk = await self.call(lambda c: _read_bulk(c, self._signatures), what="refreshing")
         now = self._clock()
-        new = [u for u in bulk.uuids if u not in self._static]
-        self._static.update(await self._read_xml_parallel(bulk, new))
-        for uuid in set(self.vms) - set(bulk.uuids):
+        # Only what the worker saw change: with nothing changed, no per-VM work here.
+        new = [u for u in bulk.changed if u not in self._static]
+        read = await self._read_xml_parallel(bulk, new)
+        self._static.update(read)
+        for uuid in self.vms.keys() - bulk.signatures.keys():
             del self.vms[uuid]
             self._static.pop(uuid, None)
             self._emit(VmRemoved(self.name, uuid))
-        for uuid in bulk.uuids:
+        for uuid in bulk.changed:
             info = self._static.get(uuid)
             if info is None:
                 continue
@@ -606,6 +668,7 @@ class HostSession:
                 self.vms[uuid] = vm
                 self._emit(VmChanged(vm))
         self._host_answered(bulk, now)
+        self._signatures = self._applied(bulk, (u for u in new if u not in read))
 
     def _host_answered(self, bulk: _Bulk, now: float) -> None:
         reason = self._degraded_reason
