@@ -8,6 +8,7 @@ socket, VNC only through asyncssh local forwards. sshd's VERBOSE log counts conn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import socket
@@ -392,5 +393,73 @@ async def test_libvirt_drop_reuses_the_ssh_connection_and_keeps_tunnels(
         assert session.ssh.connections_opened == 1
         assert not tunnel.closed
         assert await asyncio.to_thread(rfb_banner, tunnel.local_port) == b"RFB 003.008\n"
+    finally:
+        await fleet.aclose()
+
+
+def _threads_and_sockets() -> tuple[int, int]:
+    sockets = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return len(os.listdir("/proc/self/task")), sockets
+
+
+async def test_cut_mid_session_goes_unreachable_and_back_leaving_nothing_behind(
+    sshd: SshServer,
+    tmp_path: Path,
+    tcg_domain: DomainFactory,
+    delay_relay: Callable[..., DelayRelay],
+) -> None:
+    """The link goes silent (every packet dropped, nothing reset), keepalives notice, the
+    host is retried while silent, and comes back when the link heals: with the same threads
+    and sockets as before the cut, not one more per retry."""
+    dom = tcg_domain()
+    relay = delay_relay(sshd.port)
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"[127.0.0.1]:{relay.port} {sshd.host_key_line}\n")
+    timing = dataclasses.replace(
+        TIMING,
+        connect_timeout=2,
+        keepalive_interval=1,
+        keepalive_count=2,
+        backoff_initial=0.2,
+        backoff_max=0.5,
+    )
+    cfg = Config(
+        hosts=(ssh_host(sshd, port=relay.port, known_hosts=str(kh)),),
+        source="<test>",
+        timing=timing,
+    )
+    fleet = Fleet(cfg)
+    states: list[HostState] = []
+    fleet.subscribe(lambda e: states.append(e.host.state) if isinstance(e, HostChanged) else None)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(30)
+        session = fleet.session("viassh")
+        assert session.host.state is HostState.UP, session.host.error
+        await asyncio.sleep(1.5)  # let the cold load's spare worker threads end
+        threads, sockets = _threads_and_sockets()
+
+        relay.blackhole = True  # a silent link: accepted, never forwarded, never reset
+        states.clear()
+        await until(lambda: HostState.UNREACHABLE in states, 30)
+        # Retried while the link is silent: several attempts fail one after another.
+        await until(lambda: states.count(HostState.UNREACHABLE) >= 3, 60)
+        assert dom.UUIDString() in session.vms and session.vms[dom.UUIDString()].stale
+
+        relay.blackhole = False
+        await until(lambda: session.host.state is HostState.UP, 60)
+        assert not session.vms[dom.UUIDString()].stale
+        assert session.ssh is not None and session.ssh.connections_opened == 2
+
+        # Connections held while silent drain once the link heals; then nothing is left
+        # over from the attempts made meanwhile.
+        def back_to_before() -> bool:
+            now_threads, now_sockets = _threads_and_sockets()
+            return now_threads <= threads and now_sockets <= sockets
+
+        await until(back_to_before, 30)
     finally:
         await fleet.aclose()

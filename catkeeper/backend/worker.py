@@ -4,16 +4,17 @@ libvirt-python blocks (it releases the GIL), so every call for a host runs on a 
 that host's ``HostExecutor``, never on a shared pool: a hung host must only ever block its
 own threads. The rules, and why:
 
-* **Threads are made when a call finds none idle and end after ``idle_timeout`` seconds
-  without work** (``timing.worker_idle``). A host has at most ``max_threads``
+* **Threads are made when a call finds none idle.** A host has at most ``max_threads``
   (``timing.workers_per_host``): enough to overlap the per-domain round trips of a cold load
   over a slow link. The most recently idle thread takes the next call (LIFO), so the spare
-  ones really go idle and end; a host refreshed every 10 s keeps one thread.
+  ones really go idle and end.
 * **A host's first thread is its own; every further one takes a token from the fleet's
   ``ThreadBudget``** (``timing.shared_workers``). So the process never has more than
-  ``hosts + shared_workers`` worker threads, and at rest about one per host: at 100 hosts
-  the old fixed 8 per host made 800 threads; this makes at most 100 + 56 during the cold
-  load and 100 after it.
+  ``hosts + shared_workers`` worker threads: at 100 hosts the old fixed 8 per host made 800
+  threads; this makes at most 100 + 56 during the cold load. A spare thread gives its token
+  back after ``SPARE_IDLE_S`` without work, so another host can have it; the host's own
+  thread ends after ``idle_timeout`` (``timing.worker_idle``), so a host refreshed every
+  10 s keeps exactly one.
 * **A hung host delays no other**: its stuck calls hold its own thread and at most
   ``max_threads - 1`` tokens; every other host still has its own first thread, so it keeps
   working (with fewer threads until the tokens come back). Calls a host cannot start yet
@@ -42,6 +43,8 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _Job = tuple[concurrent.futures.Future[Any], Callable[..., Any], tuple[Any, ...]]
+# A spare thread (one holding a budget token) ends after this long without work.
+SPARE_IDLE_S = 1.0
 
 
 class ThreadBudget:
@@ -179,7 +182,9 @@ class HostExecutor(concurrent.futures.Executor):
                     return
                 worker.wake.clear()
                 self._idle.append(worker)
-            worker.wake.wait(self.idle_timeout)
+            worker.wake.wait(
+                min(self.idle_timeout, SPARE_IDLE_S) if worker.token else self.idle_timeout
+            )
             with self._lock:
                 if worker.job is not None:
                     continue

@@ -1,0 +1,390 @@
+"""Long sessions: what retries and many hosts leave behind (threads, sockets, memory).
+
+catkeeper stays open for days (design.md, "Time and long sessions"): at most one connect in
+flight per host, no thread or socket left behind by a retry, a bounded number of threads
+however many hosts, and a hung host that delays no other. These tests count the process's
+own threads (``/proc/self/task``) and sockets (``/proc/self/fd`` links), and the kernel's
+TCP table for connections to a black hole. Timings here are generous bounds, not speed
+assertions: only the behaviour is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from catkeeper.backend.events import FleetEvent, HostChanged
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.worker import HostExecutor, ThreadBudget
+from catkeeper.config import Timing
+from catkeeper.demo.fleetgen import write_fleet
+from catkeeper.model import HostState
+from tests.daemons import LibvirtDaemon
+from tests.fleet_helpers import fleet_config
+
+LIBVIRT_SOCK = "/run/libvirt/libvirt-sock"
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def thread_count() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def socket_count() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return n
+
+
+def established_to(port: int) -> int:
+    """ESTABLISHED TCP connections on this machine whose remote end is 127.0.0.1:port."""
+    found = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        _addr, rport = fields[2].split(":")
+        if int(rport, 16) == port and fields[3] == "01":
+            found += 1
+    return found
+
+
+async def until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not true within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def unreachable_counter(fleet: Fleet, host: str) -> list[float]:
+    """Times at which ``host`` was reported unreachable (one per failed attempt)."""
+    seen: list[float] = []
+
+    def on(event: FleetEvent) -> None:
+        if (
+            isinstance(event, HostChanged)
+            and event.host.name == host
+            and event.host.state is HostState.UNREACHABLE
+        ):
+            seen.append(time.monotonic())
+
+    fleet.subscribe(on)
+    return seen
+
+
+# --------------------------------------------------------------------------- a black hole
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A TCP port on 127.0.0.1 that accepts and never says a word (a hung host), served by
+    a child process so that only catkeeper's own sockets count in this one."""
+    code = (
+        "import socket, sys\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(128)\n"
+        "print(s.getsockname()[1], flush=True)\n"
+        "held = []\n"
+        "while True:\n"
+        "    held.append(s.accept())\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+FAST_RETRY = Timing(
+    connect_timeout=0.3, call_timeout=1, refresh_interval=0, backoff_initial=0.1, backoff_max=0.1
+)
+
+
+async def test_black_hole_retries_leave_no_thread_or_socket_behind(black_hole: int) -> None:
+    fleet = Fleet(
+        fleet_config([("hung", f"qemu+tcp://127.0.0.1:{black_hole}/system")], timing=FAST_RETRY)
+    )
+    failures = unreachable_counter(fleet, "hung")
+    await fleet.start()
+    try:
+        await until(lambda: len(failures) >= 1, 30, "first failure")
+        threads, sockets = thread_count(), socket_count()
+        await until(lambda: len(failures) >= 31, 120, "30 more failures")
+        # Every retry waited for the one open still stuck in virConnectOpenAuth.
+        assert established_to(black_hole) == 1
+        assert thread_count() <= threads, "a retry left a thread behind"
+        assert socket_count() <= sockets, "a retry left a socket behind"
+        session = fleet.session("hung")
+        assert session.executor.threads == 1
+        assert "timed out after 0.3 s (still waiting for an earlier attempt)" in (
+            session.host.error or ""
+        )
+    finally:
+        await fleet.aclose()
+
+
+# --------------------------------------------------------------------------- many hosts
+
+
+class _ThreadPeak:
+    """The largest thread count of this process, sampled every few milliseconds."""
+
+    def __init__(self) -> None:
+        self.peak = thread_count()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, thread_count())
+
+    def __enter__(self) -> _ThreadPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+async def test_threads_stay_bounded_as_hosts_grow(tmp_path: Path) -> None:
+    hosts, shared = 100, 16
+    paths = write_fleet(tmp_path, hosts=hosts, vms_per_host=10, seed=4)
+    timing = Timing(
+        connect_timeout=30,
+        call_timeout=60,
+        refresh_interval=0,
+        workers_per_host=8,
+        shared_workers=shared,
+        worker_idle=0.5,
+    )
+    fleet = Fleet(fleet_config([(p.stem, f"test://{p}") for p in paths], timing=timing))
+    # The libvirt event thread and the sampler are made before the baseline is taken.
+    from catkeeper.backend.eventloop import ensure_event_loop
+
+    ensure_event_loop()
+    with _ThreadPeak() as sampler:
+        baseline = thread_count()
+        await fleet.start()
+        try:
+            assert await fleet.wait_settled(120)
+            assert all(h.state is HostState.UP for h in fleet.hosts())
+            assert len(fleet.vms()) == hosts * 10
+            # Each host's own thread plus the shared budget, never 8 per host (800).
+            assert sampler.peak - baseline <= hosts + shared
+            assert fleet.threads.used <= shared
+            # Idle threads end: nothing is asked of the hosts now (no refresh), so none stays.
+            await until(lambda: thread_count() <= baseline, 30, "idle worker threads end")
+            # And come back when asked.
+            session = fleet.session(paths[0].stem)
+            assert await session.call(lambda c: c.getHostname())
+        finally:
+            await fleet.aclose()
+
+
+async def test_a_hung_host_delays_no_other(tmp_path: Path) -> None:
+    paths = write_fleet(tmp_path, hosts=2, vms_per_host=5, seed=2)
+    timing = Timing(
+        connect_timeout=10,
+        call_timeout=60,
+        refresh_interval=0,
+        workers_per_host=4,
+        shared_workers=2,
+    )
+    fleet = Fleet(fleet_config([(p.stem, f"test://{p}") for p in paths], timing=timing))
+    await fleet.start()
+    release = threading.Event()
+    try:
+        assert await fleet.wait_settled(30)
+        hung, other = (fleet.session(p.stem) for p in paths)
+        # The cold load's spare threads give their tokens back once idle.
+        await until(lambda: fleet.threads.used == 0, 10, "spare threads end")
+
+        def stuck(_conn: object) -> bool:  # a call that never comes back, like a dead host's
+            return release.wait(120)
+
+        calls = [asyncio.ensure_future(hung.call(stuck)) for _ in range(6)]
+        # The hung host has every thread it may (its own + the whole shared budget) and
+        # queues the rest.
+        await until(lambda: hung.executor.threads == 3 and hung.executor.queued == 3, 10, "hung")
+        assert fleet.threads.used == 2
+        # The other host still answers, on its own thread, at once.
+        started = time.monotonic()
+        name = await asyncio.wait_for(other.call(lambda c: c.getHostname()), 10)
+        assert name and time.monotonic() - started < 10
+        vm = next(iter(other.vms.values()))
+        assert await asyncio.wait_for(other.refresh_domain(vm.uuid), 10) is not None
+        assert other.executor.threads == 1
+        release.set()
+        assert all(await asyncio.wait_for(asyncio.gather(*calls), 30))
+    finally:
+        release.set()
+        await fleet.aclose()
+
+
+# --------------------------------------------------------------------------- the executor
+
+
+async def test_idle_threads_hold_no_result_and_end() -> None:
+    class Payload:  # stands for a bulk read: 500 domain handles and their stats
+        pass
+
+    executor = HostExecutor("t", 4, budget=ThreadBudget(3), idle_timeout=0.5)
+    loop = asyncio.get_running_loop()
+    try:
+        result = await loop.run_in_executor(executor, Payload)
+        ref = weakref.ref(result)
+        del result
+
+        def released() -> bool:
+            gc.collect()
+            return ref() is None
+
+        # The thread is idle and alive, waiting for work, and holds nothing.
+        await until(released, 5, "an idle worker thread lets go of its last result")
+        assert executor.threads == 1
+        await until(lambda: executor.threads == 0, 10, "idle thread ends")
+    finally:
+        executor.shutdown()
+
+
+async def test_the_most_recently_idle_thread_works_so_spares_end() -> None:
+    executor = HostExecutor("t", 4, budget=ThreadBudget(3), idle_timeout=0.6)
+    loop = asyncio.get_running_loop()
+    gate = threading.Event()
+    try:
+        burst = [loop.run_in_executor(executor, gate.wait, 30) for _ in range(4)]
+        await until(lambda: executor.threads == 4, 10, "four threads")
+        gate.set()
+        await asyncio.gather(*burst)
+        # A steady trickle of calls, closer together than idle_timeout: one thread serves
+        # them, the three spares end.
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            await loop.run_in_executor(executor, time.sleep, 0.001)
+            await asyncio.sleep(0.1)
+        assert executor.threads == 1
+    finally:
+        executor.shutdown()
+
+
+# --------------------------------------------------------------------------- late answers
+
+
+class _HeldUnixRelay:
+    """127.0.0.1:PORT relayed to a unix socket (the real libvirtd's), held until released:
+    a host whose first answer is late. Counts what it accepted and what is still open."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.port = 0
+        self.accepted = 0
+        self.open = 0
+        self._loop = asyncio.new_event_loop()
+        self._flowing = asyncio.Event()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> _HeldUnixRelay:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        return self
+
+    async def _serve(self) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    def release(self) -> None:
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.open += 1
+        try:
+            await self._flowing.wait()
+            ur, uw = await asyncio.open_unix_connection(self.path)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                with contextlib.suppress(OSError):
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                dst.close()
+
+            await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+        finally:
+            self.open -= 1
+            cw.close()
+
+    def stop(self) -> None:
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture
+def held_relay(libvirtd: LibvirtDaemon) -> Iterator[_HeldUnixRelay]:
+    relay = _HeldUnixRelay(LIBVIRT_SOCK).start()
+    yield relay
+    relay.release()
+    relay.stop()
+
+
+async def test_a_connect_that_answers_late_is_used_not_repeated(
+    held_relay: _HeldUnixRelay, tmp_path: Path
+) -> None:
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=7, seed=9)
+    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
+    fleet = Fleet(fleet_config([("late", uri)], timing=FAST_RETRY))
+    failures = unreachable_counter(fleet, "late")
+    await fleet.start()
+    try:
+        await until(lambda: len(failures) >= 5, 60, "five timed-out waits")
+        assert held_relay.accepted == 1  # every retry waited for the first attempt
+        held_relay.release()
+        session = fleet.session("late")
+        await until(lambda: session.host.state is HostState.UP, 30, "the late answer is used")
+        assert len(session.vms) == 7 and not any(vm.stale for vm in session.vms.values())
+        assert held_relay.accepted == 1 and held_relay.open == 1
+    finally:
+        await fleet.aclose()
+
+
+async def test_an_abandoned_attempt_is_closed_when_it_returns(
+    held_relay: _HeldUnixRelay, tmp_path: Path
+) -> None:
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=3, seed=9)
+    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
+    fleet = Fleet(fleet_config([("late", uri)], timing=FAST_RETRY))
+    failures = unreachable_counter(fleet, "late")
+    await fleet.start()
+    session = fleet.session("late")
+    await until(lambda: len(failures) >= 1, 30, "first failure")
+    await fleet.aclose()  # gives the stuck attempt up
+    assert held_relay.open == 1 and session.executor.threads == 1
+    held_relay.release()  # now the open returns, on its thread, into a closed session
+    await until(lambda: held_relay.open == 0, 30, "the late connection is closed")
+    await until(lambda: session.executor.threads == 0, 30, "its thread ends")
+    assert held_relay.accepted == 1
