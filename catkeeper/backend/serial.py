@@ -56,6 +56,7 @@ class SerialConsole:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._loop = asyncio.get_running_loop()
         self._reading = False
+        self._missed = 0  # events that came while a read was under way: read again after it
         self._closed = False
 
     @classmethod
@@ -103,7 +104,12 @@ class SerialConsole:
             self._loop.call_soon_threadsafe(self._schedule_read, events)
 
     def _schedule_read(self, events: int) -> None:
-        if self._closed or self._reading:
+        if self._closed:
+            return
+        if self._reading:
+            # The callback is muted again until someone reads: dropping this event (say the
+            # hang-up after the VM stopped) would leave the console waiting forever.
+            self._missed |= events
             return
         self._reading = True
         self._loop.create_task(self._read(events))
@@ -140,6 +146,9 @@ class SerialConsole:
             self._finish(describe(exc))
         finally:
             self._reading = False
+            missed, self._missed = self._missed, 0
+            if missed and self.closed_reason is None:
+                self._schedule_read(missed)
 
     def _finish(self, reason: str) -> None:
         if self.closed_reason is None:
