@@ -162,6 +162,7 @@ class _ThreadPeak:
         self._thread.join(5)
 
 
+@pytest.mark.thread_timers
 async def test_threads_stay_bounded_as_hosts_grow(tmp_path: Path) -> None:
     hosts, shared = 100, 16
     paths = write_fleet(tmp_path, hosts=hosts, vms_per_host=10, seed=4)
@@ -197,6 +198,7 @@ async def test_threads_stay_bounded_as_hosts_grow(tmp_path: Path) -> None:
             await fleet.aclose()
 
 
+@pytest.mark.thread_timers
 async def test_a_hung_host_delays_no_other(tmp_path: Path) -> None:
     paths = write_fleet(tmp_path, hosts=2, vms_per_host=5, seed=2)
     timing = Timing(
@@ -240,6 +242,7 @@ async def test_a_hung_host_delays_no_other(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the executor
 
 
+@pytest.mark.thread_timers
 async def test_idle_threads_hold_no_result_and_end() -> None:
     class Payload:  # stands for a bulk read: 500 domain handles and their stats
         pass
@@ -263,6 +266,7 @@ async def test_idle_threads_hold_no_result_and_end() -> None:
         executor.shutdown()
 
 
+@pytest.mark.thread_timers
 async def test_the_most_recently_idle_thread_works_so_spares_end() -> None:
     executor = HostExecutor("t", 4, budget=ThreadBudget(3), idle_timeout=0.6)
     loop = asyncio.get_running_loop()
