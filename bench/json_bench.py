@@ -42,7 +42,9 @@ def time_catkeeper(cfg: Path, repeat: int) -> tuple[float, int]:
         started = time.perf_counter()
         out = subprocess.run(
             [*catkeeper, "--config", str(cfg), "--json", "--log", os.devnull],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         best = min(best, time.perf_counter() - started)
         count = len(json.loads(out.stdout)["vms"])

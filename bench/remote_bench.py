@@ -155,7 +155,9 @@ def time_catkeeper(
 
 def time_imports(repeat: int) -> float:
     """What every ``catkeeper --json`` run pays before its first packet."""
-    code = "import catkeeper.cli, catkeeper.headless, catkeeper.backend.fleet, asyncssh, libvirt"
+    code = (
+        "import catkeeper.cli, catkeeper.cli.headless, catkeeper.backend.fleet, asyncssh, libvirt"
+    )
     best = float("inf")
     for _ in range(repeat):
         started = time.perf_counter()

@@ -76,7 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for soak_relay
 import libvirt  # noqa: E402
 from soak_relay import RelayLoop, UnixRelay  # noqa: E402
 
-from catkeeper.backend.reservation_xml import NAMESPACE, PREFIX, Record, record_to_string  # noqa: E402
+from catkeeper.backend.reservations.metadata import NAMESPACE, PREFIX, Record, record_to_string  # noqa: E402
 from catkeeper.config import IpScan, Timing  # noqa: E402
 from catkeeper.demo.fleetgen import write_fleet  # noqa: E402
 from catkeeper.model import Reservation  # noqa: E402
@@ -412,9 +412,9 @@ def first_mac(node: Path) -> str | None:
     return m.group(1) if m else None
 
 
-def fault_windows(kind: str, index: int, n_faulted: int, busy: float, length: float) -> list[
-    tuple[float, float]
-]:
+def fault_windows(
+    kind: str, index: int, n_faulted: int, busy: float, length: float
+) -> list[tuple[float, float]]:
     """Busy-relative (start, end) windows: staggered over hosts, repeating every period."""
     if kind in ("healthy", "ssh"):
         return []
@@ -765,7 +765,7 @@ class Soak:
                 "#!/bin/sh\n# libvirt's ssh transport, told which known_hosts to trust\n"
                 f"exec ssh -F none -o UserKnownHostsFile={known_hosts} "
                 "-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes "
-                "-o ServerAliveInterval=0 \"$@\"\n"
+                '-o ServerAliveInterval=0 "$@"\n'
             )
             wrapper.chmod(0o755)
         faulted = [i for i, k in enumerate(kinds) if k not in ("healthy", "ssh")]
@@ -1340,9 +1340,7 @@ class Soak:
         judged = [r for r in rec if r[4] is not None]
         late = [r for r in judged if r[4] is not None and r[4] > r[3]]
         worst = max(judged, key=lambda r: (r[4] or 0) / r[3], default=None)
-        wtext = (
-            f"worst {worst[0]} {worst[4]:.1f}s / {worst[3]:.0f}s" if worst else "no fault ended"
-        )
+        wtext = f"worst {worst[0]} {worst[4]:.1f}s / {worst[3]:.0f}s" if worst else "no fault ended"
         line("recovery within 2x backoff after a fault", f"{len(late)}/{len(judged)} late; {wtext}",
              not late if judged else None)  # fmt: skip
         vis = [s for _t, s in self.visible]

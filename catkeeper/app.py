@@ -26,16 +26,17 @@ from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
 from catkeeper import looplag
-from catkeeper.backend import actions, create, netinstall, reservations, vmops
+from catkeeper.backend import actions, reservations
+from catkeeper.backend.console.serial import open_serial
+from catkeeper.backend.console.viewer import Console, Consoles
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.events import DomainEvent, FleetEvent
 from catkeeper.backend.fleet import Fleet, UnknownHost
-from catkeeper.backend.ipbook import IpBook
+from catkeeper.backend.ipscan.book import IpBook
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.scheduler import HostScan, IpScanner, ScanProgress
 from catkeeper.backend.reservations import ReservationConflict, ReservationRequest
-from catkeeper.backend.serial import open_serial
-from catkeeper.backend.viewer import Console, Consoles
+from catkeeper.backend.vm import create, netinstall, vmops
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM
 from catkeeper.screens.confirm import ConfirmScreen

@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from catkeeper.backend.console import (
+from catkeeper.backend.console.plan import (
     ConnectionInfo,
     HostTransport,
     Route,
@@ -17,14 +17,14 @@ from catkeeper.backend.console import (
     plan_console,
     viewer_protocols,
 )
-from catkeeper.backend.ssh import carries_libvirt, forwarded_uri, ssh_settings_for
-from catkeeper.backend.viewer import (
+from catkeeper.backend.console.viewer import (
     build_argv,
     find_viewer,
     graphics_password,
     has_display,
     vnc_obfuscate,
 )
+from catkeeper.backend.ssh import carries_libvirt, forwarded_uri, ssh_settings_for
 from catkeeper.config import HostConfig, SshSettings
 from catkeeper.model import VM, Graphics, VmState
 
@@ -284,7 +284,7 @@ def test_build_argv_fills_placeholders_and_adds_the_password_file() -> None:
 
 
 def test_build_argv_names_a_bad_placeholder() -> None:
-    from catkeeper.backend.viewer import ConsoleError
+    from catkeeper.backend.console.viewer import ConsoleError
 
     with pytest.raises(ConsoleError, match="unknown placeholder"):
         build_argv(("v", "{hostname}:{port}"), host="h", port=1, protocol="vnc")

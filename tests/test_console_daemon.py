@@ -23,10 +23,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from catkeeper.backend.console import Route
+from catkeeper.backend.console.plan import Route
+from catkeeper.backend.console.serial import SerialConsole, SerialError
+from catkeeper.backend.console.viewer import Console, ConsoleError, Consoles
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.serial import SerialConsole, SerialError
-from catkeeper.backend.viewer import Console, ConsoleError, Consoles
 from catkeeper.config import Config, HostConfig, SshSettings, Timing
 from catkeeper.model import HostState
 from tests.cli_support import cli_env, end, start_catkeeper

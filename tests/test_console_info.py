@@ -9,7 +9,7 @@ import pytest
 from textual.app import App
 from textual.widgets import Log
 
-from catkeeper.backend.console import (
+from catkeeper.backend.console.plan import (
     HostTransport,
     TransportKind,
     connection_info,

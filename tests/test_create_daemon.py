@@ -19,8 +19,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from catkeeper.backend import cloudinit, netinstall, storage
-from catkeeper.backend.create import (
+from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.vm import cloudinit, netinstall, storage
+from catkeeper.backend.vm.create import (
     CloudInitSource,
     CreateError,
     CreateProgress,
@@ -30,7 +31,6 @@ from catkeeper.backend.create import (
     NetInstallSource,
     create_vm,
 )
-from catkeeper.backend.fleet import Fleet
 from tests.daemons import unique_domain_name
 from tests.vmops_support import (
     HOST,

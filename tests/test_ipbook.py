@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from catkeeper.backend.ipbook import (
+from catkeeper.backend.ipscan.book import (
     IP_ON_TWO_MACS,
     MAC_ON_TWO_HOSTS,
     IpBook,

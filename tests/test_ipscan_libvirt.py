@@ -13,7 +13,7 @@ import pytest
 
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmChanged
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.ipbook import best_ip
+from catkeeper.backend.ipscan.book import best_ip
 from catkeeper.backend.ipscan.bulk import DOMAINS, summarize_calls
 from catkeeper.backend.ipscan.libvirt_source import (
     applicable_sources,

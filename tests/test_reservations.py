@@ -15,12 +15,10 @@ from zoneinfo import ZoneInfo
 import libvirt
 import pytest
 
-from catkeeper.backend import reservation_xml as rx
 from catkeeper.backend import reservations
 from catkeeper.backend.actions import ReadOnlyError
 from catkeeper.backend.errors import NotFound
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.reservation_xml import LockSlot, Record
 from catkeeper.backend.reservations import (
     InvalidReservation,
     ReservationBusy,
@@ -33,6 +31,8 @@ from catkeeper.backend.reservations import (
     plan_reserve,
     plan_update,
 )
+from catkeeper.backend.reservations import metadata as rx
+from catkeeper.backend.reservations.metadata import LockSlot, Record
 from catkeeper.demo.fleetgen import node_xml
 from catkeeper.model import VM, Reservation
 from tests.fleet_helpers import fleet_config
@@ -531,7 +531,7 @@ async def test_a_vanished_domain_is_not_found(fleet: Fleet) -> None:
 async def test_another_writers_lock_holds_us_off_until_it_goes_stale(
     fleet: Fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reservations, "LOCK_WAIT_S", 0.3)
+    monkeypatch.setattr("catkeeper.backend.reservations.writes.LOCK_WAIT_S", 0.3)
     vm = _free(fleet)
     session = fleet.session("lab1")
 

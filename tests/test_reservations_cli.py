@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from catkeeper.backend import reservation_xml as rx
+from catkeeper.backend.reservations import metadata as rx
 from tests.cli_support import Result, cli_env, imported_top_levels, run_catkeeper, write_config
 from tests.daemons import DomainFactory
 from tests.tui_support import RUNNING, SHUTOFF, UNREACHABLE_URI, Dom, node_file

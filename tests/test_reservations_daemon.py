@@ -19,7 +19,6 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from catkeeper.backend import reservation_xml as rx
 from catkeeper.backend import reservations
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import (
@@ -27,6 +26,7 @@ from catkeeper.backend.reservations import (
     ReservationError,
     WriteDenied,
 )
+from catkeeper.backend.reservations import metadata as rx
 from catkeeper.config import Config, HostConfig, Timing
 from catkeeper.model import VM, HostState, Reservation
 from tests.daemons import DomainFactory, LibvirtDaemon, tcg_domain_xml, unique_domain_name

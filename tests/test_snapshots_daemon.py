@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from catkeeper.backend import snapshots
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.vm import snapshots
 from tests.disk_patterns import reads_as, write_pattern
 from tests.vmops_support import (
     HOST,

@@ -10,8 +10,8 @@ import pytest
 from textual.app import App
 from textual.widgets import Button, Input, Static
 
-from catkeeper.backend.create import CloudInitSource, CreateSpec, ImageSource, NetInstallSource
-from catkeeper.backend.vmops import DiskVolume
+from catkeeper.backend.vm.create import CloudInitSource, CreateSpec, ImageSource, NetInstallSource
+from catkeeper.backend.vm.vmops import DiskVolume
 from catkeeper.model import VM, Reservation, VmState
 from catkeeper.screens.create_form import CreateFormScreen
 from catkeeper.screens.delete_confirm import DeleteChoice, DeleteConfirmScreen

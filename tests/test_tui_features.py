@@ -10,7 +10,7 @@ from textual.widgets import Input, Static
 
 from catkeeper.app import CatkeeperApp
 from catkeeper.backend import reservations
-from catkeeper.backend.ipbook import best_ip
+from catkeeper.backend.ipscan.book import best_ip
 from catkeeper.config import IpScan
 from catkeeper.screens.confirm import ConfirmScreen
 from catkeeper.screens.console_info import ConsoleInfoScreen

@@ -17,10 +17,10 @@ from textual.app import App, ComposeResult
 from textual.pilot import Pilot
 from textual.widgets import Checkbox, Input, Static
 
-from catkeeper.backend import reservation_xml as rx
 from catkeeper.backend import reservations
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import ReservationRequest
+from catkeeper.backend.reservations import metadata as rx
 from catkeeper.model import VM, Reservation, VmState
 from catkeeper.screens.reservation import ReservationScreen
 from tests.fleet_helpers import fleet_config

@@ -9,7 +9,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from catkeeper.backend import reservation_xml
+from catkeeper.backend.reservations import metadata as reservation_xml
 from catkeeper.model import Reservation
 from tests.cli_support import Result, run_catkeeper
 from tests.daemons import LibvirtDaemon, unique_domain_name

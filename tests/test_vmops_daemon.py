@@ -9,9 +9,10 @@ import time
 import libvirt
 import pytest
 
-from catkeeper.backend import reservation_xml, vmops
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.vm import vmops
 from catkeeper.model import Reservation
 from tests.daemons import unique_domain_name
 from tests.disk_patterns import reads_as, write_pattern

@@ -6,9 +6,10 @@ from __future__ import annotations
 import libvirt
 import pytest
 
-from catkeeper.backend import reservation_xml, xmledit
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.xmledit import XmlEditError
+from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.vm import xmledit
+from catkeeper.backend.vm.xmledit import XmlEditError
 from catkeeper.model import Reservation
 from tests.vmops_support import (
     HOST,

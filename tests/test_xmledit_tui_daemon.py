@@ -13,7 +13,7 @@ import pytest
 from textual.app import App
 
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.xmledit import Applied
+from catkeeper.backend.vm.xmledit import Applied
 from catkeeper.model import VM
 from catkeeper.screens.xml_edit import DiffScreen, edit_vm_xml, editor_argv
 from tests.tui_support import until

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 
 import libvirt
 
-from catkeeper.backend.errors import BackendError, HostUnavailable, describe
+from catkeeper.backend.errors import BackendError, HostUnavailable, ReadOnlyError, describe
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
@@ -48,10 +48,6 @@ _UNSUPPORTED = frozenset(
         libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
     }
 )
-
-
-class ReadOnlyError(BackendError):
-    """The host (or the whole fleet) is read-only; nothing was sent to libvirt."""
 
 
 class ActionError(BackendError):

@@ -21,6 +21,10 @@ class NotFound(BackendError):
     pass
 
 
+class ReadOnlyError(BackendError):
+    """The host (or the whole fleet) is read-only; nothing was sent to libvirt."""
+
+
 def describe(exc: BaseException) -> str:
     """One line for a person, without libvirt's ``libvirt:`` noise or a traceback."""
     if isinstance(exc, libvirt.libvirtError):

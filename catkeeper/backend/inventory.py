@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from catkeeper.backend import reservation_xml
+from catkeeper.backend.reservations import metadata as reservation_xml
 from catkeeper.model import VM, Disk, Graphics, Nic, Reservation, VmState
 
 

@@ -626,7 +626,7 @@ _RESERVATION_NS = "https://catkeeper.dev/xmlns/reservation/1"
 
 
 def _demo_reservation(host: str) -> Decorator:
-    """Adds the demo's reservations in the format of catkeeper.backend.reservation_xml."""
+    """Adds the demo's reservations in the format of catkeeper.backend.reservations.metadata."""
 
     def decorate(name: str, domain: ET.Element) -> None:
         entry = DEMO_RESERVATIONS.get((host, name))

@@ -1,6 +1,6 @@
 """The "no display here" panel: how to reach a VM's console from the user's own machine.
 
-Takes plain data (a :class:`~catkeeper.backend.console.ConnectionInfo`); the tunnel it
+Takes plain data (a :class:`~catkeeper.backend.console.plan.ConnectionInfo`); the tunnel it
 describes belongs to whoever opened it, and stays open after this panel closes until they
 close it (the jump command goes through it).
 """
@@ -16,7 +16,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from catkeeper.backend.console import ConnectionInfo
+from catkeeper.backend.console.plan import ConnectionInfo
 
 
 def _describe(info: ConnectionInfo) -> Text:

@@ -17,8 +17,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from catkeeper.backend import create, netinstall
-from catkeeper.backend.create import (
+from catkeeper.backend.vm import create, netinstall
+from catkeeper.backend.vm.create import (
     CloudInitSource,
     CreateSpec,
     ImageSource,

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from catkeeper.backend.vmops import DiskVolume
+from catkeeper.backend.vm.vmops import DiskVolume
 from catkeeper.model import VM
 
 

@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker
 
-from catkeeper.backend.ipbook import MAC_ON_TWO_HOSTS, IpConflict
+from catkeeper.backend.ipscan.book import MAC_ON_TWO_HOSTS, IpConflict
 from catkeeper.backend.ipscan.results import normalize_mac
 from catkeeper.model import VM, Host, IpSighting, VmState
 from catkeeper.screens.messages import FleetUpdated, StopProgressed

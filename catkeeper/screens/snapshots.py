@@ -17,9 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, Label, Static
 
-from catkeeper.backend import snapshots
 from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.vm import snapshots
 from catkeeper.model import VM
 from catkeeper.screens.confirm import ConfirmScreen
 

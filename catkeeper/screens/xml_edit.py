@@ -31,9 +31,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from catkeeper.backend import xmledit
 from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.vm import xmledit
 from catkeeper.model import VM
 
 Choice = Literal["apply", "edit", "discard"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from catkeeper.backend.ipbook import best_ip
+from catkeeper.backend.ipscan.book import best_ip
 from catkeeper.model import VM, Reservation, VmState
 
 # Rich colour names per state; the rest of the row takes the theme's colours.

@@ -5,7 +5,7 @@
   neighbour table after a UDP poke (``neigh``);
 * ``remote``: the same neighbour-table sweep on a remote host over its ssh connection;
 * ``scheduler``: ``IpScanner`` runs them per host (background and on demand) and feeds an
-  ``IpBook`` (``catkeeper.backend.ipbook``), which puts the addresses on VM rows by MAC.
+  ``IpBook`` (``catkeeper.backend.ipscan.book``), which puts the addresses on VM rows by MAC.
 
 Nothing here imports scapy until a privileged local sweep runs.
 """

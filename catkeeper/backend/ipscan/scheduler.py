@@ -32,7 +32,7 @@ from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.backend.ipbook import IpBook, IpConflict
+from catkeeper.backend.ipscan.book import IpBook, IpConflict
 from catkeeper.backend.ipscan.bulk import (
     Call,
     NeighReader,

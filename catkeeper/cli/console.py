@@ -64,9 +64,9 @@ async def _run(
     err: TextIO,
     clock: Callable[[], float] = time.time,
 ) -> int:
+    from catkeeper.backend.console.viewer import Consoles
     from catkeeper.backend.errors import BackendError
     from catkeeper.backend.fleet import Fleet, UnknownHost
-    from catkeeper.backend.viewer import Consoles
     from catkeeper.model import HostState
 
     readonly = bool(getattr(args, "readonly", False))

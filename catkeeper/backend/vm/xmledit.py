@@ -24,10 +24,10 @@ from dataclasses import dataclass
 
 import libvirt
 
-from catkeeper.backend import reservation_xml
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.vmops import (
+from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.vm.vmops import (
     UNSUPPORTED,
     XML_INACTIVE_SECURE,
     Refused,

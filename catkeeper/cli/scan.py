@@ -108,7 +108,7 @@ async def scan(
     ``clock`` is the fleet's "now": sightings are stamped with it and ages measured by it.
     """
     from catkeeper.backend.fleet import Fleet
-    from catkeeper.backend.ipbook import best_ip
+    from catkeeper.backend.ipscan.book import best_ip
     from catkeeper.backend.ipscan.bulk import summarize_calls
     from catkeeper.backend.ipscan.local_sweep import SweepOptions
     from catkeeper.backend.ipscan.scheduler import IpScanner, ScanProgress

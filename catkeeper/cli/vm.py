@@ -290,7 +290,7 @@ def _ssh_keys(given: list[str]) -> tuple[str, ...]:
 
 
 def _spec_from(args: argparse.Namespace) -> Any:
-    from catkeeper.backend import create
+    from catkeeper.backend.vm import create
 
     host, _sep, name = args.ref.partition("/")
     source: create.Source
@@ -354,7 +354,7 @@ def _progress_printer() -> Callable[[Any], None]:
 
 
 async def _create(fleet: Any, args: argparse.Namespace, _config: Config, out: TextIO) -> int:
-    from catkeeper.backend import create, netinstall
+    from catkeeper.backend.vm import create, netinstall
 
     spec = _spec_from(args)
     created = await create.create_vm(fleet, spec, on_progress=_progress_printer())
@@ -387,7 +387,7 @@ async def _create(fleet: Any, args: argparse.Namespace, _config: Config, out: Te
 
 
 async def _delete(fleet: Any, args: argparse.Namespace, config: Config, out: TextIO) -> int:
-    from catkeeper.backend import vmops
+    from catkeeper.backend.vm import vmops
 
     vm = _find(fleet, args.ref)
     disks = await vmops.disks(fleet, vm)
@@ -431,7 +431,7 @@ async def _delete(fleet: Any, args: argparse.Namespace, config: Config, out: Tex
 
 
 async def _clone(fleet: Any, args: argparse.Namespace, _config: Config, out: TextIO) -> int:
-    from catkeeper.backend import vmops
+    from catkeeper.backend.vm import vmops
 
     vm = _find(fleet, args.ref)
     new = await vmops.clone(
@@ -447,7 +447,7 @@ async def _clone(fleet: Any, args: argparse.Namespace, _config: Config, out: Tex
 
 
 async def _rename(fleet: Any, args: argparse.Namespace, _config: Config, out: TextIO) -> int:
-    from catkeeper.backend import vmops
+    from catkeeper.backend.vm import vmops
 
     vm = _find(fleet, args.ref)
     new = await vmops.rename(fleet, vm, args.new_name)
@@ -459,7 +459,7 @@ async def _rename(fleet: Any, args: argparse.Namespace, _config: Config, out: Te
 
 
 async def _snapshot(fleet: Any, args: argparse.Namespace, _config: Config, out: TextIO) -> int:
-    from catkeeper.backend import snapshots
+    from catkeeper.backend.vm import snapshots
 
     vm = _find(fleet, args.ref)
     action = args.snapshot_command

@@ -22,10 +22,10 @@ EXIT_UNREACHABLE = 3
 # Each module adds its subcommands (``add_subcommands``) and carries them out (``run``).
 # They import their heavy parts inside ``run``, so the TUI's start-up stays light.
 COMMAND_MODULES = (
-    "catkeeper.vm_cli",
-    "catkeeper.reserve_cli",
-    "catkeeper.console_cli",
-    "catkeeper.scan_cli",
+    "catkeeper.cli.vm",
+    "catkeeper.cli.reserve",
+    "catkeeper.cli.console",
+    "catkeeper.cli.scan",
 )
 
 
@@ -82,8 +82,8 @@ def _fail(message: str, code: int) -> int:
 
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
+    from catkeeper.cli.headless import collect, dumps
     from catkeeper.filtering import FilterError, parse_filter
-    from catkeeper.headless import collect, dumps
 
     vm_filter = None
     if args.filter is not None:

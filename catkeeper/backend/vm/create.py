@@ -28,12 +28,12 @@ from xml.sax.saxutils import escape, quoteattr
 
 import libvirt
 
-from catkeeper.backend import cloudinit, netinstall, storage
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.backend.vmops import (
+from catkeeper.backend.vm import cloudinit, netinstall, storage
+from catkeeper.backend.vm.vmops import (
     Refused,
     check_name,
     name_taken,

@@ -24,11 +24,11 @@ from typing import Literal, TypeVar
 
 import libvirt
 
-from catkeeper.backend import storage
 from catkeeper.backend.actions import ActionError, ReadOnlyError
 from catkeeper.backend.errors import HostUnavailable, describe
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.vm import storage
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ through a shell. A VNC password, when the domain has one and the connection may 
 secure XML, reaches the viewer through a file (mode 0600, in a private 0700 directory,
 removed when the viewer exits), never through its command line, which every local user can
 read in ``/proc``. Without a display, nothing is started: the caller gets the tunnel and a
-:class:`~catkeeper.backend.console.ConnectionInfo` to show instead.
+:class:`~catkeeper.backend.console.plan.ConnectionInfo` to show instead.
 
 Placeholders in templates: ``{host}``, ``{port}``, ``{scheme}`` (vnc or spice) and
 ``{display}`` (port - 5900, for viewers that want a display number).
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from catkeeper.backend.console import (
+from catkeeper.backend.console.plan import (
     ConnectionInfo,
     ConsolePlan,
     HostTransport,

@@ -34,12 +34,12 @@ from xml.sax.saxutils import escape
 
 import libvirt
 
-from catkeeper.backend import storage
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.vmops import Refused, on_host, refresh, writable_session
+from catkeeper.backend.vm import storage
+from catkeeper.backend.vm.vmops import Refused, on_host, refresh, writable_session
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)
