@@ -23,7 +23,12 @@ from typing import Any, Literal, TypeVar
 
 import libvirt
 
-from catkeeper.backend.errors import BackendError, HostUnavailable, ReadOnlyError, describe
+from catkeeper.backend.errors import (
+    BackendError,
+    HostUnavailable,
+    describe,
+    error_code,
+)
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
@@ -58,29 +63,13 @@ class ActionError(BackendError):
         self.code = code
 
 
-def _error_code(exc: BaseException) -> int | None:
-    if isinstance(exc, libvirt.libvirtError):
-        code = exc.get_error_code()
-        return int(code) if code is not None else None
-    return None
-
-
-def _writable_session(fleet: Fleet, vm: VM, verb: str) -> HostSession:
-    session = fleet.session(vm.host)
-    if session.readonly:
-        # Checked here rather than left to libvirt: a read-only connection's refusal reads
-        # "operation forbidden: read only access prevents …", which names no host and no VM.
-        raise ReadOnlyError(f"{vm.host} is read-only: cannot {verb} {vm.ref}")
-    return session
-
-
 async def _on_domain(session: HostSession, vm: VM, verb: str, fn: Callable[[Any], T]) -> T:
     """``fn(domain)`` on the host's threads; errors become messages naming action and VM."""
     what = f"{verb} {vm.ref}"
     try:
         return await session.call_domain(vm.uuid, fn, what=what)
     except libvirt.libvirtError as exc:
-        raise ActionError(f"{what}: {describe(exc)}", code=_error_code(exc)) from exc
+        raise ActionError(f"{what}: {describe(exc)}", code=error_code(exc)) from exc
     except HostUnavailable as exc:
         # Keep the class (callers route on it) but say what was being attempted.
         raise HostUnavailable(f"{what}: {exc}") from exc
@@ -97,7 +86,7 @@ async def _refresh(session: HostSession, vm: VM) -> None:
 
 
 async def _simple(fleet: Fleet, vm: VM, verb: str, fn: Callable[[Any], object]) -> None:
-    session = _writable_session(fleet, vm, verb)
+    session = fleet.writable(vm.host, f"{verb} {vm.ref}")
     try:
         await _on_domain(session, vm, verb, fn)
     except ActionError:
@@ -246,7 +235,7 @@ class GracefulStop:
         if self._started:
             raise RuntimeError("a GracefulStop runs once")
         self._started = True
-        session = _writable_session(self.fleet, self.vm, "stop")
+        session = self.fleet.writable(self.vm.host, f"stop {self.vm.ref}")
         self._began = self.monotonic()
         unsubscribe = self.fleet.subscribe(self._on_fleet_event)
         poller = asyncio.create_task(self._poll_loop(session), name=f"stop-poll-{self.vm.ref}")
@@ -395,7 +384,7 @@ class GracefulStop:
         try:
             code = await session.call_domain(self.vm.uuid, state, what=f"polling {self.vm.ref}")
         except libvirt.libvirtError as exc:
-            gone: bool = _error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN
+            gone: bool = error_code(exc) == libvirt.VIR_ERR_NO_DOMAIN
             return gone  # a transient domain that shut off no longer exists
         except BackendError:
             return False

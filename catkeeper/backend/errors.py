@@ -25,6 +25,14 @@ class ReadOnlyError(BackendError):
     """The host (or the whole fleet) is read-only; nothing was sent to libvirt."""
 
 
+def error_code(exc: BaseException) -> int | None:
+    """libvirt's error code of ``exc`` (None: not a libvirt error, or it gave none)."""
+    if isinstance(exc, libvirt.libvirtError):
+        code = exc.get_error_code()
+        return int(code) if code is not None else None
+    return None
+
+
 def describe(exc: BaseException) -> str:
     """One line for a person, without libvirt's ``libvirt:`` noise or a traceback."""
     if isinstance(exc, libvirt.libvirtError):

@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from catkeeper.backend.errors import NotFound
+from catkeeper.backend.errors import NotFound, ReadOnlyError
 from catkeeper.backend.eventloop import ensure_event_loop
 from catkeeper.backend.events import FleetEvent, Listener
 from catkeeper.backend.host import HostSession
@@ -101,6 +101,17 @@ class Fleet:
             return self.sessions[host]
         except KeyError:
             raise NotFound(f"no host named {host!r}") from None
+
+    def writable(self, host: str, attempt: str) -> HostSession:
+        """``host``'s session for a change, or ``ReadOnlyError`` naming ``attempt``.
+
+        Checked here rather than left to libvirt: a read-only connection's refusal reads
+        "operation forbidden: read only access prevents …", which names no host and no VM.
+        """
+        session = self.session(host)
+        if session.readonly:
+            raise ReadOnlyError(f"{host} is read-only: cannot {attempt}")
+        return session
 
     def find(self, ref: str) -> VM:
         """The VM named by ``HOST/NAME`` (or a bare name or UUID when that is unique)."""

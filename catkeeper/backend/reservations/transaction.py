@@ -15,9 +15,7 @@ from typing import Any
 
 import libvirt
 
-from catkeeper.backend.errors import (
-    describe,
-)
+from catkeeper.backend.errors import describe, error_code
 from catkeeper.backend.reservations import metadata as rx
 from catkeeper.backend.reservations.metadata import LockSlot, Record
 
@@ -82,7 +80,7 @@ def _read(dom: Any, flags: int) -> Record | None:
     try:
         xml = dom.metadata(_ELEMENT, NAMESPACE, flags)
     except libvirt.libvirtError as exc:
-        if exc.geterror_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return None
         raise
     return rx.record_from_string(xml)
@@ -215,8 +213,3 @@ def transact(
         return Outcome(current, rx.normalised(record), True)
     finally:
         _drop_slot(dom, lock.token, lock.flags)
-
-
-def error_code(exc: libvirt.libvirtError) -> int | None:
-    code = exc.geterror_code()
-    return int(code) if code is not None else None

@@ -12,8 +12,8 @@ from catkeeper.backend.errors import (
     CallTimeout,
     HostUnavailable,
     NotFound,
-    ReadOnlyError,
     describe,
+    error_code,
 )
 from catkeeper.backend.reservations.metadata import Record
 from catkeeper.backend.reservations.rules import (
@@ -36,7 +36,6 @@ from catkeeper.backend.reservations.transaction import (
     _LockBusy,
     _TooSlow,
     _WriteFailed,
-    error_code,
     transact,
 )
 from catkeeper.backend.reservations.when import format_when
@@ -45,7 +44,6 @@ from catkeeper.model import VM
 
 if TYPE_CHECKING:
     from catkeeper.backend.fleet import Fleet
-    from catkeeper.backend.host import HostSession
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +52,8 @@ log = logging.getLogger(__name__)
 # The operations
 
 
-def _writable(fleet: Fleet, vm: VM, verb: str) -> HostSession:
-    session = fleet.session(vm.host)
-    if session.readonly:
-        raise ReadOnlyError(f"{vm.host} is read-only: cannot {verb} {vm.ref}")
-    return session
-
-
 async def _run(fleet: Fleet, vm: VM, verb: str, who: str, plan: Planner) -> Outcome:
-    session = _writable(fleet, vm, verb)
+    session = fleet.writable(vm.host, f"{verb} {vm.ref}")
     what = f"{verb} {vm.ref}"
     budget = session.timing.call_timeout / 2
     lock_wait = min(LOCK_WAIT_S, budget / 2)  # read at call time, so tests can shorten it

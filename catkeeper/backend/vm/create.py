@@ -40,7 +40,6 @@ from catkeeper.backend.vm.vmops import (
     on_host,
     refresh,
     undefine_all,
-    writable_session,
 )
 from catkeeper.model import VM
 
@@ -455,7 +454,7 @@ async def create_vm(
             f"{attempt}: " + "; ".join(f"{e.field}: {e.message}" for e in errors),
             step="check the input",
         )
-    session = writable_session(fleet, spec.host, attempt)
+    session = fleet.writable(spec.host, attempt)
     run = _Run(session=session, spec=spec, say=on_progress or (lambda _p: None), attempt=attempt)
     try:
         return await _create(run)

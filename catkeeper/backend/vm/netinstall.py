@@ -39,7 +39,7 @@ from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import storage
-from catkeeper.backend.vm.vmops import Refused, on_host, refresh, writable_session
+from catkeeper.backend.vm.vmops import Refused, on_host, refresh
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ async def finish_install(fleet: Fleet, host: str, uuid: str, *, start: bool = Tr
     Refused while the installer still runs. Harmless on a domain with no pending install
     (it is only started, if asked and shut off).
     """
-    session = writable_session(fleet, host, f"finish the install of {host}/{uuid}")
+    session = fleet.writable(host, f"finish the install of {host}/{uuid}")
     vm = session.vms.get(uuid)
     ref = vm.ref if vm is not None else f"{host}/{uuid}"
     attempt = f"finish the install of {ref}"

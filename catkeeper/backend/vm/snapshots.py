@@ -18,7 +18,7 @@ import libvirt
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.backend.vm.vmops import Refused, on_host, refresh, writable_session
+from catkeeper.backend.vm.vmops import Refused, on_host, refresh
 from catkeeper.model import VM
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -91,7 +91,7 @@ async def create_snapshot(fleet: Fleet, vm: VM, name: str = "", description: str
         raise ActionError(
             f"{attempt}: a snapshot name is 1-100 letters, digits, '.', '_', ':' or '-'"
         )
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
     xml = (
         f"<domainsnapshot><name>{escape(name)}</name>"
         f"<description>{escape(description)}</description></domainsnapshot>"
@@ -115,7 +115,7 @@ async def revert_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
     snapshot holds them (a snapshot of a shut-off VM leaves it shut off). What the VM
     did since is lost: callers ask first."""
     attempt = f"revert {vm.ref} to snapshot {name!r}"
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
 
     def revert(conn: libvirt.virConnect) -> None:
         dom = conn.lookupByUUIDString(vm.uuid)
@@ -130,7 +130,7 @@ async def revert_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
 async def delete_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
     """Delete one snapshot; its children stay (they are re-parented by libvirt)."""
     attempt = f"delete snapshot {name!r} of {vm.ref}"
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
 
     def remove(conn: libvirt.virConnect) -> None:
         dom = conn.lookupByUUIDString(vm.uuid)

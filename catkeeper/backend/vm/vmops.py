@@ -24,8 +24,8 @@ from typing import Literal, TypeVar
 
 import libvirt
 
-from catkeeper.backend.actions import ActionError, ReadOnlyError
-from catkeeper.backend.errors import HostUnavailable, describe
+from catkeeper.backend.actions import ActionError
+from catkeeper.backend.errors import HostUnavailable, describe, error_code
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
 from catkeeper.backend.vm import storage
@@ -72,20 +72,6 @@ def check_name(name: str, what: str = "name") -> str:
             "starting with a letter or digit"
         )
     return name
-
-
-def writable_session(fleet: Fleet, host: str, attempt: str) -> HostSession:
-    session = fleet.session(host)
-    if session.readonly:
-        raise ReadOnlyError(f"{host} is read-only: cannot {attempt}")
-    return session
-
-
-def error_code(exc: BaseException) -> int | None:
-    if isinstance(exc, libvirt.libvirtError):
-        code = exc.get_error_code()
-        return int(code) if code is not None else None
-    return None
 
 
 async def on_host(
@@ -291,7 +277,7 @@ async def rename(fleet: Fleet, vm: VM, new_name: str, *, redefine: bool = False)
         new = check_name(new_name, "new name")
     except ValueError as exc:
         raise ActionError(f"{attempt}: {exc}") from None
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
 
     def do(conn: libvirt.virConnect) -> None:
         dom = conn.lookupByUUIDString(vm.uuid)
@@ -477,7 +463,7 @@ async def clone(
         new = check_name(new_name, "new name")
     except ValueError as exc:
         raise ActionError(f"{attempt}: {exc}") from None
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
     say = on_progress or (lambda _m: None)
 
     plan = await on_host(session, attempt, lambda c: _plan_clone(c, vm.uuid, new, pool))
@@ -624,7 +610,7 @@ async def delete(
     changes. A running VM is refused unless ``force_off``, which pulls its plug first.
     """
     attempt = f"delete {vm.ref}"
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
     wanted = list(dict.fromkeys(volumes))
 
     def check_and_undefine(conn: libvirt.virConnect) -> None:

@@ -33,7 +33,6 @@ from catkeeper.backend.vm.vmops import (
     Refused,
     on_host,
     refresh,
-    writable_session,
 )
 from catkeeper.model import VM
 
@@ -56,7 +55,7 @@ class Applied:
 async def get_xml(fleet: Fleet, vm: VM) -> str:
     """The persistent definition (with secrets: a writable connection is required)."""
     attempt = f"read the XML of {vm.ref}"
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
 
     def read(conn: libvirt.virConnect) -> str:
         dom = conn.lookupByUUIDString(vm.uuid)
@@ -154,7 +153,7 @@ async def apply_xml(fleet: Fleet, vm: VM, edited: str, *, base: str) -> Applied:
     """
     attempt = f"apply the edited XML of {vm.ref}"
     xml = check_edit(base, edited)
-    session = writable_session(fleet, vm.host, attempt)
+    session = fleet.writable(vm.host, attempt)
 
     def apply(conn: libvirt.virConnect) -> Applied:
         dom = conn.lookupByUUIDString(vm.uuid)
