@@ -16,11 +16,10 @@ from catkeeper.backend.actions import (
     ACTIONS,
     ActionError,
     GracefulStop,
-    ReadOnlyError,
     StopProgress,
     available,
 )
-from catkeeper.backend.errors import BackendError, HostUnavailable
+from catkeeper.backend.errors import BackendError, HostUnavailable, ReadOnlyError
 from catkeeper.backend.events import FleetEvent
 from catkeeper.backend.fleet import Fleet
 from catkeeper.config import Config, HostConfig, Timing

@@ -16,8 +16,7 @@ import libvirt
 import pytest
 
 from catkeeper.backend import reservations
-from catkeeper.backend.actions import ReadOnlyError
-from catkeeper.backend.errors import NotFound
+from catkeeper.backend.errors import NotFound, ReadOnlyError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import (
     InvalidReservation,

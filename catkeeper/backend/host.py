@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import libvirt
 
+from catkeeper.backend.conn_guard import ConnGuard
 from catkeeper.backend.errors import CallTimeout, HostUnavailable, describe
 from catkeeper.backend.events import (
     DomainEvent,
@@ -274,6 +275,7 @@ class HostSession:
         # The last bulk read's per-domain signatures, applied in full (see _Bulk).
         self._signatures: dict[str, _Signature] = {}
         self._conn: libvirt.virConnect | None = None
+        self._guard: ConnGuard | None = None  # every call on _conn goes through it
         # One executor for the session's whole life: threads stuck in a dead connection's
         # calls count against this host's cap instead of piling up in a fresh pool each
         # reconnect.
@@ -391,12 +393,14 @@ class HostSession:
         what: str = "libvirt call",
     ) -> T:
         """Run ``fn(connection)`` on this host's threads, bounded by the call timeout."""
-        conn = self._conn
-        if conn is None:
+        guard = self._guard
+        if guard is None:
             state = self.host.state.value
             reason = f": {self.host.error}" if self.host.error else ""
             raise HostUnavailable(f"{self.name} is {state}{reason}")
-        return await self._submit(fn, conn, timeout=timeout or self.timing.call_timeout, what=what)
+        return await self._submit(
+            guard.run, fn, timeout=timeout or self.timing.call_timeout, what=what
+        )
 
     async def call_domain(
         self,
@@ -475,10 +479,10 @@ class HostSession:
         self._attempt = None
         self._libvirt_forward = attempt.forward
         self._conn = conn
+        guard = self._guard = ConnGuard(conn, self.name)
         await self._submit(
-            self._register_callbacks,
-            conn,
-            generation,
+            guard.run,
+            lambda c: self._register_callbacks(c, generation),
             timeout=self.timing.call_timeout,
             what="registering for events",
         )
@@ -525,8 +529,8 @@ class HostSession:
         self._lost.set()
 
     async def _drop_connection(self, *, wait: float) -> None:
-        conn, ids = self._conn, self._callback_ids
-        self._conn, self._callback_ids = None, []
+        conn, guard, ids = self._conn, self._guard, self._callback_ids
+        self._conn, self._guard, self._callback_ids = None, None, []
         self._generation += 1  # callbacks of the old connection are ignored from now on
         forward, self._libvirt_forward = self._libvirt_forward, None
         if forward is not None:
@@ -534,10 +538,10 @@ class HostSession:
         # The ssh connection itself stays: a libvirt-level failure (remote daemon restarting)
         # must not cut off VNC tunnels or cost a new authentication (a hardware-key touch)
         # per retry. A dead ssh connection is noticed by asyncssh's keepalive and reopened.
-        if conn is None:
+        if conn is None or guard is None:
             return
 
-        def close() -> None:
+        def close_now() -> None:
             for cid in ids:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.domainEventDeregisterAny(cid)
@@ -545,6 +549,10 @@ class HostSession:
                 conn.unregisterCloseCallback()
             with contextlib.suppress(libvirt.libvirtError):
                 conn.close()
+
+        def close() -> None:
+            # Calls still running on other threads use the connection: the last one closes.
+            guard.close(close_now)
 
         try:
             future = asyncio.get_running_loop().run_in_executor(self._executor, close)

@@ -255,8 +255,13 @@ def _find(fleet: Fleet, ref: str) -> VM:
 
 async def _write(op: Callable[[], Awaitable[Change]], held_hint: str) -> Change:
     """Run a backend write, turning its errors into exit codes."""
-    from catkeeper.backend.actions import ReadOnlyError
-    from catkeeper.backend.errors import BackendError, CallTimeout, HostUnavailable, NotFound
+    from catkeeper.backend.errors import (
+        BackendError,
+        CallTimeout,
+        HostUnavailable,
+        NotFound,
+        ReadOnlyError,
+    )
     from catkeeper.backend.reservations import InvalidReservation, ReservationConflict
 
     try:
