@@ -9,7 +9,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.reservations import metadata
 from catkeeper.model import Reservation
 from tests.cli_support import Result, run_catkeeper
 from tests.daemons import LibvirtDaemon, unique_domain_name
@@ -123,9 +123,9 @@ def test_cli_round_trip(config: Path, lab: Lab) -> None:
     # A VM reserved by someone else: --yes is not enough, its name must be typed.
     lab.conn.lookupByName(renamed).setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-        reservation_xml.to_string(Reservation(owner="someone-else", note="busy")),
-        reservation_xml.PREFIX,
-        reservation_xml.NAMESPACE,
+        metadata.to_string(Reservation(owner="someone-else", note="busy")),
+        metadata.PREFIX,
+        metadata.NAMESPACE,
         libvirt.VIR_DOMAIN_AFFECT_CONFIG,
     )
     r = cli(config, "delete", f"{HOST}/{renamed}", "--storage", "--yes")

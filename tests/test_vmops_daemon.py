@@ -11,7 +11,7 @@ import pytest
 
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.reservations import metadata
 from catkeeper.backend.vm import vmops
 from catkeeper.model import Reservation
 from tests.daemons import unique_domain_name
@@ -83,9 +83,9 @@ async def test_rename_by_redefine_keeps_uuid_autostart_and_metadata(fleet: Fleet
     res = Reservation(owner="alice", note="keep me", revision=2)
     dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-        reservation_xml.to_string(res),
-        reservation_xml.PREFIX,
-        reservation_xml.NAMESPACE,
+        metadata.to_string(res),
+        metadata.PREFIX,
+        metadata.NAMESPACE,
         libvirt.VIR_DOMAIN_AFFECT_CONFIG,
     )
     dom.setAutostart(1)
@@ -110,9 +110,9 @@ async def test_clone_has_new_identity_independent_disks_and_no_reservation(
     dom = lab.domain(disk=disk, mac="52:54:00:aa:bb:01")
     dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-        reservation_xml.to_string(Reservation(owner="bob", note="mine")),
-        reservation_xml.PREFIX,
-        reservation_xml.NAMESPACE,
+        metadata.to_string(Reservation(owner="bob", note="mine")),
+        metadata.PREFIX,
+        metadata.NAMESPACE,
         libvirt.VIR_DOMAIN_AFFECT_CONFIG,
     )
     vm = await vm_of(fleet, dom)
@@ -127,7 +127,7 @@ async def test_clone_has_new_identity_independent_disks_and_no_reservation(
     copy = lab.conn.lookupByName(new)
     assert cloned.name == new and cloned.uuid == copy.UUIDString() != vm.uuid
     assert cloned.reservation is None
-    assert reservation_xml.NAMESPACE not in inactive_xml(copy)
+    assert metadata.NAMESPACE not in inactive_xml(copy)
     assert macs(copy) and macs(copy)[0] != "52:54:00:aa:bb:01"
     new_disk = disk_sources(copy)["vda"]
     assert new_disk == str(lab.dir / f"{new}-vda.qcow2") != disk
@@ -140,7 +140,7 @@ async def test_clone_has_new_identity_independent_disks_and_no_reservation(
     # The original is untouched.
     assert dom.UUIDString() == vm.uuid and disk_sources(dom)["vda"] == disk
     assert lab.conn.lookupByName(dom.name()).metadata(
-        libvirt.VIR_DOMAIN_METADATA_ELEMENT, reservation_xml.NAMESPACE, 0
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT, metadata.NAMESPACE, 0
     )
 
 

@@ -7,7 +7,7 @@ import libvirt
 import pytest
 
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.reservations import metadata
 from catkeeper.backend.vm import xmledit
 from catkeeper.backend.vm.xmledit import XmlEditError
 from catkeeper.model import Reservation
@@ -72,9 +72,9 @@ async def test_name_uuid_and_reservation_are_not_edited_here(fleet: Fleet, lab: 
     dom = lab.domain()
     dom.setMetadata(
         libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-        reservation_xml.to_string(Reservation(owner="bob", note="mine", revision=1)),
-        reservation_xml.PREFIX,
-        reservation_xml.NAMESPACE,
+        metadata.to_string(Reservation(owner="bob", note="mine", revision=1)),
+        metadata.PREFIX,
+        metadata.NAMESPACE,
         libvirt.VIR_DOMAIN_AFFECT_CONFIG,
     )
     vm = await vm_of(fleet, dom)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.reservations.metadata import from_metadata
 from catkeeper.model import VM, Disk, Graphics, Nic, Reservation, VmState
 
 
@@ -173,7 +173,7 @@ def parse_domain_xml(xml: str, *, secure: bool = False) -> StaticInfo:
         nics=_nics(devices),
         graphics=_graphics(devices, secure),
         disks=_disks(devices),
-        reservation=reservation_xml.from_metadata(metadata) if metadata is not None else None,
+        reservation=from_metadata(metadata) if metadata is not None else None,
         agent_connected=_agent_connected(devices),
     )
 

@@ -26,7 +26,7 @@ import libvirt
 
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.reservations import metadata as reservation_xml
+from catkeeper.backend.reservations.metadata import from_metadata
 from catkeeper.backend.vm.vmops import (
     UNSUPPORTED,
     XML_INACTIVE_SECURE,
@@ -129,7 +129,7 @@ def check_edit(original: str, edited: str) -> str:
 
 def _reservation(root: ET.Element) -> object:
     metadata = root.find("metadata")
-    return reservation_xml.from_metadata(metadata) if metadata is not None else None
+    return from_metadata(metadata) if metadata is not None else None
 
 
 def _define_validated(conn: libvirt.virConnect, xml: str) -> None:
