@@ -8,9 +8,10 @@ as is and the table and the JSON can never disagree. Times are Unix epoch second
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 
 class HostState(StrEnum):
@@ -152,6 +153,42 @@ class VM:
     def ref(self) -> str:
         """The ``HOST/VM`` form the CLI takes."""
         return f"{self.host}/{self.name}"
+
+
+def best_ip(vm: VM) -> str | None:
+    """The one address for the VM's IP column: IPv4 before IPv6, global before link-local,
+    then in the VM's own order (NIC order, then numerically), so it does not flicker.
+
+    Here, not in the IP book, because the table shows it and widgets import only the model."""
+    best: tuple[int, int, str] | None = None
+    for index, sighting in enumerate(vm.ips):
+        try:
+            addr = ipaddress.ip_address(sighting.ip)
+        except ValueError:
+            continue
+        if addr.is_loopback:
+            continue
+        rank = (0 if addr.version == 4 else 2) + (1 if addr.is_link_local else 0)
+        if best is None or (rank, index) < best[:2]:
+            best = (rank, index, sighting.ip)
+    return best[2] if best else None
+
+
+# A graceful stop's stages (backend/actions/graceful.py): here because the table shows them.
+Stage = Literal["acpi", "ctrl-alt-del", "destroy", "stopped", "cancelled", "failed"]
+FINAL_STAGES: frozenset[str] = frozenset({"stopped", "cancelled", "failed"})
+
+
+@dataclass(frozen=True)
+class StopProgress:
+    ref: str
+    stage: Stage
+    deadline: float | None  # the stop's monotonic clock when the current wait ends; None: none
+    message: str
+
+    @property
+    def final(self) -> bool:
+        return self.stage in FINAL_STAGES
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

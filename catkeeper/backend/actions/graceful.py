@@ -1,15 +1,6 @@
-"""VM lifecycle actions, shared by the TUI and the CLI.
-
-Every action runs on the VM's host threads through ``HostSession.call_domain``, so it is
-bounded by the call timeout and a hung host only ever blocks itself. Failures surface as
-``BackendError`` subclasses whose ``str()`` reads ``"start lab1/db01: <libvirt's message>"``,
-fit to show a person as is. After an action the domain is re-read, so the inventory shows
-the new state even on drivers whose events do not reach us.
-
-``ACTIONS`` is the single table the UI builds its menus, bindings and command palette from.
-``GracefulStop`` is the escalating stop (ACPI, then ctrl-alt-del, then force off) with
-progress reports for a countdown.
-"""
+"""``GracefulStop``: the escalating stop (ACPI, then ctrl-alt-del, then force off) with
+progress reports for a countdown. Its progress type lives in the model, because the VM
+table shows it and widgets import only the model."""
 
 from __future__ import annotations
 
@@ -17,22 +8,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import libvirt
 
-from catkeeper.backend.errors import (
-    BackendError,
-    HostUnavailable,
-    describe,
-    error_code,
-)
+from catkeeper.backend.actions.simple import ActionError, _on_domain, _refresh
+from catkeeper.backend.errors import BackendError, describe, error_code
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.model import VM, VmState
+from catkeeper.model import VM, Stage, StopProgress, VmState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,103 +39,6 @@ _UNSUPPORTED = frozenset(
         libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
     }
 )
-
-
-class ActionError(BackendError):
-    """libvirt refused or failed an action. ``code`` is libvirt's error code, when known."""
-
-    def __init__(self, message: str, *, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-async def _on_domain(session: HostSession, vm: VM, verb: str, fn: Callable[[Any], T]) -> T:
-    """``fn(domain)`` on the host's threads; errors become messages naming action and VM."""
-    what = f"{verb} {vm.ref}"
-    try:
-        return await session.call_domain(vm.uuid, fn, what=what)
-    except libvirt.libvirtError as exc:
-        raise ActionError(f"{what}: {describe(exc)}", code=error_code(exc)) from exc
-    except HostUnavailable as exc:
-        # Keep the class (callers route on it) but say what was being attempted.
-        raise HostUnavailable(f"{what}: {exc}") from exc
-    # CallTimeout already reads "lab1: start lab1/db01 timed out after 30 s".
-
-
-async def _refresh(session: HostSession, vm: VM) -> None:
-    """Re-read the domain after a change; the change itself already happened, so a failure
-    here is logged, not raised (the next event or warm refresh will catch up)."""
-    try:
-        await session.refresh_domain(vm.uuid)
-    except Exception as exc:
-        log.info("re-reading %s after an action: %s", vm.ref, describe(exc))
-
-
-async def _simple(fleet: Fleet, vm: VM, verb: str, fn: Callable[[Any], object]) -> None:
-    session = fleet.writable(vm.host, f"{verb} {vm.ref}")
-    try:
-        await _on_domain(session, vm, verb, fn)
-    except ActionError:
-        # libvirt answered, so the host is fine: a refusal like "already running" means our
-        # view was stale, and re-reading fixes it. (After a timeout or a lost host we do not
-        # re-read: that would only make the user wait through a second timeout.)
-        await _refresh(session, vm)
-        raise
-    await _refresh(session, vm)
-
-
-async def start(fleet: Fleet, vm: VM) -> None:
-    """Boot a shut-off (or crashed) domain."""
-    await _simple(fleet, vm, "start", lambda d: d.create())
-
-
-async def shutdown(fleet: Fleet, vm: VM) -> None:
-    """Ask the guest to shut down (ACPI power button). Returns once the request is sent."""
-    await _simple(fleet, vm, "shut down", lambda d: d.shutdown())
-
-
-async def destroy(fleet: Fleet, vm: VM) -> None:
-    """Force the domain off at once, like pulling the plug."""
-    await _simple(fleet, vm, "force off", lambda d: d.destroy())
-
-
-async def reboot(fleet: Fleet, vm: VM) -> None:
-    """Ask the guest to reboot (ACPI, the guest cooperates)."""
-    await _simple(fleet, vm, "reboot", lambda d: d.reboot(0))
-
-
-async def reset(fleet: Fleet, vm: VM) -> None:
-    """Hard reset, like the reset button: the guest gets no say."""
-    await _simple(fleet, vm, "reset", lambda d: d.reset(0))
-
-
-async def suspend(fleet: Fleet, vm: VM) -> None:
-    """Pause the domain's CPUs (it keeps its memory)."""
-    await _simple(fleet, vm, "pause", lambda d: d.suspend())
-
-
-async def resume(fleet: Fleet, vm: VM) -> None:
-    """Let a paused domain run again."""
-    await _simple(fleet, vm, "resume", lambda d: d.resume())
-
-
-# ---------------------------------------------------------------------------------------
-# Graceful stop
-
-Stage = Literal["acpi", "ctrl-alt-del", "destroy", "stopped", "cancelled", "failed"]
-FINAL_STAGES: frozenset[str] = frozenset({"stopped", "cancelled", "failed"})
-
-
-@dataclass(frozen=True)
-class StopProgress:
-    ref: str
-    stage: Stage
-    deadline: float | None  # the stop's monotonic clock when the current wait ends; None: none
-    message: str
-
-    @property
-    def final(self) -> bool:
-        return self.stage in FINAL_STAGES
 
 
 class _Outcome(Exception):
@@ -426,72 +315,3 @@ async def _stop_action(fleet: Fleet, vm: VM) -> None:
     final = await graceful_stop(fleet, vm)
     if final.stage != "stopped":
         raise ActionError(final.message)
-
-
-# ---------------------------------------------------------------------------------------
-# The table the UI is built from
-
-
-@dataclass(frozen=True)
-class Action:
-    name: str  # stable identifier: CLI verb, binding/palette id
-    label: str  # what a menu shows
-    fn: Callable[[Fleet, VM], Awaitable[None]]
-    destructive: bool  # the guest may lose unsaved state
-    needs_confirm: bool  # interrupts a guest someone may be using: ask first
-    applies: Callable[[VM], bool]  # makes sense in the VM's current state
-    help: str = ""
-
-
-def _in(*states: VmState) -> Callable[[VM], bool]:
-    # A stale VM's host is unreachable: no action can reach it, so none is offered.
-    return lambda vm: not vm.stale and vm.state in states
-
-
-_RUNNING = (VmState.RUNNING, VmState.BLOCKED)
-_ACTIVE = tuple(s for s in VmState if s.is_active)
-
-ACTIONS: dict[str, Action] = {
-    a.name: a
-    for a in (
-        Action(
-            name="start", label="Start", fn=start, destructive=False, needs_confirm=False,
-            applies=_in(VmState.SHUTOFF, VmState.CRASHED), help="Boot the VM",
-        ),
-        Action(
-            name="shutdown", label="Shut down", fn=shutdown, destructive=False,
-            needs_confirm=True, applies=_in(*_RUNNING),
-            help="Ask the guest to shut down (ACPI); it may ignore it",
-        ),
-        Action(
-            name="stop", label="Stop", fn=_stop_action, destructive=True, needs_confirm=True,
-            applies=_in(*_RUNNING),
-            help="ACPI shutdown, then ctrl-alt-del, then force off if the guest ignores them",
-        ),
-        Action(
-            name="reboot", label="Reboot", fn=reboot, destructive=False, needs_confirm=True,
-            applies=_in(*_RUNNING), help="Ask the guest to reboot",
-        ),
-        Action(
-            name="reset", label="Reset", fn=reset, destructive=True, needs_confirm=True,
-            applies=_in(*_RUNNING), help="Hard reset, like the reset button",
-        ),
-        Action(
-            name="destroy", label="Force off", fn=destroy, destructive=True, needs_confirm=True,
-            applies=_in(*_ACTIVE), help="Power off at once, like pulling the plug",
-        ),
-        Action(
-            name="suspend", label="Pause", fn=suspend, destructive=False, needs_confirm=False,
-            applies=_in(*_RUNNING), help="Pause the VM's CPUs; it keeps its memory",
-        ),
-        Action(
-            name="resume", label="Resume", fn=resume, destructive=False, needs_confirm=False,
-            applies=_in(VmState.PAUSED), help="Let a paused VM run again",
-        ),
-    )
-}  # fmt: skip
-
-
-def available(vm: VM) -> list[Action]:
-    """The actions that make sense for this VM now, in table order."""
-    return [a for a in ACTIONS.values() if a.applies(vm)]
