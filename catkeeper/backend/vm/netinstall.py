@@ -39,7 +39,7 @@ from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import storage
-from catkeeper.backend.vm.vmops import Refused, on_host, refresh
+from catkeeper.backend.vm.common import Refused, on_host, refresh
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)

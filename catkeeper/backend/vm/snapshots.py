@@ -18,7 +18,7 @@ import libvirt
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.backend.vm.vmops import Refused, on_host, refresh
+from catkeeper.backend.vm.common import Refused, on_host, refresh
 from catkeeper.model import VM
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")

@@ -27,7 +27,7 @@ import libvirt
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations.metadata import from_metadata
-from catkeeper.backend.vm.vmops import (
+from catkeeper.backend.vm.common import (
     UNSUPPORTED,
     XML_INACTIVE_SECURE,
     Refused,

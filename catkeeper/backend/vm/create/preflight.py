@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import libvirt
 
 from catkeeper.backend.vm import storage
+from catkeeper.backend.vm.common import Refused, name_taken
 from catkeeper.backend.vm.create.spec import (
     DEFAULT_POOL,
     GIB,
@@ -23,7 +24,6 @@ from catkeeper.backend.vm.create.spec import (
     IsoSource,
     NetInstallSource,
 )
-from catkeeper.backend.vm.vmops import Refused, name_taken
 
 
 @dataclass(frozen=True)

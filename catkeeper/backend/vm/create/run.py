@@ -18,8 +18,8 @@ from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import describe
 from catkeeper.backend.host import HostSession
 from catkeeper.backend.vm import storage
+from catkeeper.backend.vm.common import on_host
 from catkeeper.backend.vm.create.spec import CreateSpec
-from catkeeper.backend.vm.vmops import on_host
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)

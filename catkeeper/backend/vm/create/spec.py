@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from catkeeper.backend.vm import cloudinit, netinstall
-from catkeeper.backend.vm.vmops import check_name
+from catkeeper.backend.vm.common import check_name
 
 GIB = 1024**3
 MIB = 1024**2

@@ -17,6 +17,7 @@ from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import cloudinit, netinstall, storage
+from catkeeper.backend.vm.common import refresh, undefine_all
 from catkeeper.backend.vm.create.domain import domain_xml
 from catkeeper.backend.vm.create.preflight import HostFacts, preflight
 from catkeeper.backend.vm.create.run import Created, CreateError, CreateProgress, Run
@@ -32,7 +33,6 @@ from catkeeper.backend.vm.create.spec import (
     hostname,
     validate,
 )
-from catkeeper.backend.vm.vmops import refresh, undefine_all
 
 
 async def create_vm(
