@@ -20,98 +20,42 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import libvirt
 
-from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.host import HostSession
 from catkeeper.backend.ipscan.book import IpBook, IpConflict
-from catkeeper.backend.ipscan.bulk import (
-    Call,
-    NeighReader,
-    PassOutcome,
-    host_pass,
-    macs_of,
-    read_local_neigh,
+from catkeeper.backend.ipscan.bulk import Call, macs_of
+from catkeeper.backend.ipscan.host_sources import (
+    HostSources,
+    LocalSweeper,
+    SshResolver,
+    default_ssh_for,
+    host_is_local,
+    thread_sweeper,
 )
 from catkeeper.backend.ipscan.libvirt_source import libvirt_sightings
-from catkeeper.backend.ipscan.local_sweep import SweepOptions, sweep_local
-from catkeeper.backend.ipscan.remote import remote_sweep
-from catkeeper.backend.ipscan.results import AGENT, NEIGH, SourceResult
-from catkeeper.backend.ssh import carries_libvirt
-from catkeeper.config import HostConfig
+from catkeeper.backend.ipscan.local_sweep import SweepOptions
+from catkeeper.backend.ipscan.results import AGENT, SourceResult
+from catkeeper.backend.ipscan.scan_report import (
+    DONE,
+    LIBVIRT,
+    SWEEP,
+    HostScan,
+    Progress,
+    ScanProgress,
+)
 from catkeeper.model import VM
-
-if TYPE_CHECKING:
-    import asyncssh
 
 log = logging.getLogger(__name__)
 
-LIBVIRT = "libvirt"
-SWEEP = "sweep"
-DONE = "done"
-_LOCAL_NAMES = frozenset({"", "localhost", "127.0.0.1", "::1"})
 _REDECORATE_DELAY = 0.3  # coalesce a burst of results into one pass over the VMs
 
 
-@dataclass(frozen=True)
-class ScanProgress:
-    host: str
-    stage: str  # "libvirt", "sweep" or "done"
-    done: int
-    total: int
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class HostScan:
-    """One scan of one host: every source's result, every call made, and a host-level error."""
-
-    host: str
-    results: tuple[SourceResult, ...]
-    started_at: float
-    elapsed_s: float
-    error: str | None = None  # not connected, timed out: the results may be partial
-    calls: tuple[Call, ...] = ()  # every libvirt call and remote command, with its seconds
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-Progress = Callable[[ScanProgress], None]
-SshResolver = Callable[[HostSession], Awaitable["asyncssh.SSHClientConnection | None"]]
-LocalSweeper = Callable[[str, Sequence[str] | None, SweepOptions], Awaitable[list[SourceResult]]]
-
-
-def host_is_local(cfg: HostConfig) -> bool:
-    """True when the host is this machine: no ssh settings and no remote name in the URI."""
-    if cfg.ssh is not None:
-        return False
-    return (urlsplit(cfg.uri).hostname or "") in _LOCAL_NAMES
-
-
-async def default_ssh_for(session: HostSession) -> asyncssh.SSHClientConnection | None:
-    """The host's shared asyncssh connection (``session.ssh``, backend/ssh.py), opened on
-    first use; None for hosts without ssh settings. Raises SshError when it cannot connect."""
-    if session.ssh is None:
-        return None
-    return await session.ssh.connect()
-
-
-async def _thread_sweeper(
-    host: str, subnets: Sequence[str] | None, options: SweepOptions
-) -> list[SourceResult]:
-    return await sweep_local(host, subnets, options)
-
-
-class IpScanner:
+class IpScanner(HostSources):
     def __init__(
         self,
         fleet: Fleet,
@@ -124,32 +68,30 @@ class IpScanner:
         libvirt_concurrency: int | None = None,
         subnets: Sequence[str] | None = None,
         ssh_for: SshResolver = default_ssh_for,
-        local_sweeper: LocalSweeper = _thread_sweeper,
+        local_sweeper: LocalSweeper = thread_sweeper,
         progress: Progress | None = None,
     ) -> None:
         """``libvirt_interval``/``sweep_interval``: seconds between background scans per
         host, 0 for never. ``subnets`` overrides every host's configured subnets.
         ``libvirt_concurrency``: per-VM calls in flight per host; None: the config's
         ``ipscan.per_vm_calls``, whose 0 means the host's worker threads less one."""
-        self.fleet = fleet
+        super().__init__(
+            fleet,
+            sweep_options=sweep_options,
+            host_timeout=host_timeout,
+            libvirt_concurrency=libvirt_concurrency,
+            subnets=subnets,
+            ssh_for=ssh_for,
+            local_sweeper=local_sweeper,
+            progress=progress,
+        )
         self.book = book if book is not None else IpBook()
         self.libvirt_interval = libvirt_interval
         self.sweep_interval = sweep_interval
-        # Sightings carry the fleet's clock, so their ages agree with the book's and the UI's.
-        self.sweep_options = dataclasses.replace(sweep_options or SweepOptions(), clock=fleet.clock)
-        self.host_timeout = host_timeout
-        self.libvirt_concurrency = libvirt_concurrency
-        self.subnets = tuple(subnets) if subnets is not None else None
-        self.ssh_for = ssh_for
-        self.local_sweeper = local_sweeper
-        self.progress = progress
         self.last: dict[str, HostScan] = {}  # host → its latest scan, for display
         self._tasks: list[asyncio.Task[None]] = []
         self._event_tasks: set[asyncio.Task[list[SourceResult]]] = set()
-        # Neighbour-table reads started before their host's pass (prefetch_neigh).
-        self._neigh_early: dict[str, asyncio.Future[list[SourceResult]]] = {}
         self._unsubscribe: Callable[[], None] | None = None
-        self._inflight: dict[tuple[str, ...], asyncio.Future[list[SourceResult]]] = {}
         self._redecorate_handle: asyncio.TimerHandle | None = None
         self._attached = False
 
@@ -297,14 +239,6 @@ class IpScanner:
         for session in self.fleet.sessions.values():
             session.redecorate(lambda vm: any(nic.mac in dirty for nic in vm.nics))
 
-    def _report(self, progress: Progress | None, event: ScanProgress) -> None:
-        for fn in (progress, self.progress):
-            if fn is not None:
-                try:
-                    fn(event)
-                except Exception:  # a broken progress display must not stop the scan
-                    log.exception("ip scan progress callback failed")
-
     # ---- scanning ----------------------------------------------------------------------
 
     async def scan(
@@ -379,181 +313,6 @@ class IpScanner:
         limit = self.fleet.clock() - self.book.max_age / 2
         return any(s.seen_at >= limit for s in self.book.sightings_for(mac))
 
-    def concurrency_for(self, session: HostSession) -> int:
-        """Per-VM calls in flight on one host: a worker thread stays free for a person."""
-        if self.libvirt_concurrency:
-            return max(1, self.libvirt_concurrency)
-        configured = self.fleet.config.ipscan.per_vm_calls
-        return configured or max(1, session.timing.workers_per_host - 1)
-
-    def neigh_reader(self, session: HostSession) -> NeighReader | None:
-        """How to read the host's neighbour table in one go, or None.
-
-        Over the host's shared ssh connection when it has one configured (or one is open
-        already); for a ``qemu+ssh://`` host whose only ssh is libvirt's own, a second
-        connection (another authentication, maybe a key touch) just for this is not worth
-        it: per-VM ``arp`` instead. This machine's table for a local host; nothing for the
-        test driver, whose guests are fiction.
-        """
-        cfg = session.cfg
-        if session.ssh is not None:
-            if cfg.ssh is None and not carries_libvirt(cfg) and not session.ssh.connected:
-                return None
-            clock = self.fleet.clock
-            timeout = max(5.0, min(session.timing.call_timeout, self.host_timeout - 1))
-
-            async def remote() -> list[SourceResult]:
-                started = clock()
-                try:
-                    conn = await self.ssh_for(session)
-                except Exception as exc:  # SshError: host key, authentication, refused, ...
-                    why = f"no ssh connection: {describe(exc)}"
-                    return [SourceResult(session.name, NEIGH, "*", error=why, started_at=started)]
-                if conn is None:
-                    why = "no ssh connection to this host"
-                    return [SourceResult(session.name, NEIGH, "*", error=why, started_at=started)]
-                return await remote_sweep(conn, session.name, [], timeout=timeout, clock=clock)
-
-            return remote
-        if host_is_local(cfg) and urlsplit(cfg.uri).scheme != "test":
-            return partial(read_local_neigh, session.name, clock=self.fleet.clock)
-        return None
-
-    def prefetch_neigh(self, host: str) -> None:
-        """Start reading the host's neighbour table now; its next pass uses that answer.
-
-        The read needs no inventory, only the ssh connection (shared with libvirt's
-        forward, so it waits for the same connect): started before the host's cold load,
-        its round trips and the remote shell's start-up overlap the load instead of
-        following it.
-        """
-        if host in self._neigh_early:
-            return
-        reader = self.neigh_reader(self.fleet.session(host))
-        if reader is not None:
-            self._neigh_early[host] = asyncio.ensure_future(reader())
-
-    async def _passive_part(
-        self,
-        session: HostSession,
-        take: Callable[[Sequence[SourceResult]], None],
-        progress: Progress | None,
-        errors: list[str],
-        calls: list[Call],
-        *,
-        targets: Sequence[VM] | None = None,
-        known: Callable[[str], bool] | None = None,
-    ) -> PassOutcome | None:
-        if not session.connected:
-            errors.append(f"libvirt sources skipped: {session.name} is {session.host.state.value}")
-            return None
-
-        def step(done: int, total: int) -> None:
-            self._report(progress, ScanProgress(session.name, LIBVIRT, done, total))
-
-        early = self._neigh_early.pop(session.name, None)
-        outcome = await host_pass(
-            session,
-            take=take,
-            targets=targets,
-            known=known,
-            neigh=(lambda: early) if early is not None else self.neigh_reader(session),
-            concurrency=self.concurrency_for(session),
-            timeout=session.timing.call_timeout,
-            progress=step,
-            clock=self.fleet.clock,
-        )
-        calls.extend(outcome.calls)
-        return outcome
-
-    def subnets_for(self, session: HostSession) -> tuple[str, ...]:
-        return self.subnets if self.subnets is not None else session.cfg.subnets
-
-    async def _sweep_part(
-        self,
-        session: HostSession,
-        take: Callable[[Sequence[SourceResult]], None],
-        progress: Progress | None,
-        calls: list[Call],
-    ) -> None:
-        subnets = self.subnets_for(session)
-        self._report(progress, ScanProgress(session.name, SWEEP, 0, 1, ", ".join(subnets)))
-        t0 = time.perf_counter()
-        results = await self._shared(
-            ("host", session.name), lambda: self._sweep_where(session, subnets)
-        )
-        # One sweep is one command (remote) or one burst of packets (here), whatever the
-        # number of subnets it reports on.
-        source = results[0].source if results else NEIGH
-        calls.append(
-            Call(
-                source,
-                ", ".join(subnets) or "*",
-                round(time.perf_counter() - t0, 4),
-                any(r.ok for r in results),
-            )
-        )
-        take(results)
-        self._report(progress, ScanProgress(session.name, SWEEP, 1, 1))
-
-    async def _shared(
-        self, key: tuple[str, ...], start: Callable[[], Awaitable[list[SourceResult]]]
-    ) -> list[SourceResult]:
-        """Join a sweep already under way for the same target instead of sending twice."""
-        running = self._inflight.get(key)
-        if running is None:
-            running = asyncio.ensure_future(start())
-            self._inflight[key] = running
-            running.add_done_callback(lambda _f: self._inflight.pop(key, None))
-        # shield: one caller timing out must not cancel the sweep the others wait for.
-        return await asyncio.shield(running)
-
-    async def _sweep_where(
-        self, session: HostSession, subnets: Sequence[str]
-    ) -> list[SourceResult]:
-        """Over the host's ssh connection when it has one, else here when it is this
-        machine; a remote host without a connection gets an error result."""
-        started = self.fleet.clock()
-
-        def failed(why: str) -> list[SourceResult]:
-            return [
-                SourceResult(session.name, NEIGH, s, error=why, started_at=started)
-                for s in (subnets or ["*"])
-            ]
-
-        try:
-            conn = await self.ssh_for(session)
-        except Exception as exc:  # SshError: host key, authentication, refused, ...
-            # Never fall back to sweeping from here: this machine's view is not the host's.
-            return failed(f"no ssh connection: {describe(exc)}")
-        if conn is not None:
-            return await remote_sweep(
-                conn,
-                session.name,
-                subnets,
-                wait=self.sweep_options.wait,
-                timeout=max(5.0, self.host_timeout - 1),
-                max_addresses=self.sweep_options.max_addresses,
-                clock=self.fleet.clock,
-            )
-        if (
-            host_is_local(session.cfg)
-            and not subnets
-            and urlsplit(session.cfg.uri).scheme == "test"
-        ):
-            # A test-driver host's guests are fiction: sweeping this machine's real
-            # networks for them (the demo fleet!) would only send packets for nothing.
-            note = "test-driver host without subnets: nothing to sweep"
-            return [SourceResult(session.name, NEIGH, "*", note=note, started_at=started)]
-        if host_is_local(session.cfg):
-            # Several local hosts (test:///…, qemu:///system) share one sweep of this machine.
-            results = await self._shared(
-                ("local", *subnets),
-                lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options),
-            )
-            return [dataclasses.replace(r, host=session.name) for r in results]
-        return failed("no ssh connection to this host (give it ssh settings in the config)")
-
     async def scan_vm(
         self, vm: VM | str, *, sweep: bool | None = None, progress: Progress | None = None
     ) -> HostScan:
@@ -606,3 +365,18 @@ class IpScanner:
 
     def conflicts(self) -> list[IpConflict]:
         return self.book.conflicts(self.fleet.vms())
+
+
+__all__ = [
+    "DONE",
+    "LIBVIRT",
+    "SWEEP",
+    "HostScan",
+    "IpScanner",
+    "LocalSweeper",
+    "Progress",
+    "ScanProgress",
+    "SshResolver",
+    "default_ssh_for",
+    "host_is_local",
+]
