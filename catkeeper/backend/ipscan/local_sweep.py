@@ -3,14 +3,10 @@
 Facts that shaped this (measured, see docs/design.md):
 
 * ARP who-has for a whole CIDR in one ``srp`` takes ~1.2 s for a /24.
-* ICMP goes out at layer 2 as well (``srp(Ether()/IP(dst=[…])/ICMP())``): scapy's layer-3
-  ``sr`` resolves each destination's MAC one at a time, minutes for a /24. On-link, the
-  frames go to the Ethernet broadcast address, so no per-host resolution is needed and the
-  reply's source MAC names the guest; through a router they go to the router's MAC and a
-  reply only says the address is alive (its MAC is the router's, useless for matching).
+* ICMP goes out at layer 2 as well (see ``scapy_sweep``, which sends both kinds).
 * scapy rejects ranges like ``1-254``: targets are CIDRs or explicit lists.
-* Importing scapy costs ~1.5 s: it is imported here lazily, on the sweep's own thread (or in
-  the subprocess), never on anyone's start-up path.
+* Importing scapy costs ~1.5 s: it is imported lazily (``scapy_sweep.load``), on the sweep's
+  own thread (or in the subprocess), never on anyone's start-up path.
 * Without CAP_NET_RAW (no raw sockets) the sweep degrades to the unprivileged neighbour-table
   sweep of ``neigh.py`` and says so (``privileged=False``, source ``neigh``).
 
@@ -29,23 +25,19 @@ import functools
 import json
 import logging
 import os
-import random
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from catkeeper.backend.ipscan import scapy_sweep
 from catkeeper.backend.ipscan.neigh import neigh_sweep
-from catkeeper.backend.ipscan.netinfo import MAX_ADDRESSES, SweepTarget, local_subnets, plan
-from catkeeper.backend.ipscan.results import NEIGH, SWEEP_ARP, SWEEP_ICMP, SourceResult
-from catkeeper.model import IpSighting
+from catkeeper.backend.ipscan.netinfo import MAX_ADDRESSES, local_subnets, plan
+from catkeeper.backend.ipscan.results import NEIGH, SWEEP_ARP, SourceResult
 
 log = logging.getLogger(__name__)
-
-BROADCAST = "ff:ff:ff:ff:ff:ff"
 
 
 @dataclass(frozen=True)
@@ -71,144 +63,6 @@ def has_raw_sockets() -> bool:
         return False
     sock.close()
     return True
-
-
-# ---- scapy, imported on first use -------------------------------------------------------
-
-_scapy_lock = threading.Lock()
-scapy_import_s: float | None = None  # how long the import took in this process, once done
-
-
-@functools.cache
-def _scapy() -> Any:
-    """The scapy names we use, imported once (~1.5 s), quietly."""
-    global scapy_import_s
-    with _scapy_lock:
-        t0 = time.perf_counter()
-        # scapy logs warnings (no IPv6 route, ...) to stderr at import: keep them off the TUI.
-        logging.getLogger("scapy").setLevel(logging.ERROR)
-        from scapy.config import conf
-        from scapy.layers.inet import ICMP, IP
-        from scapy.layers.l2 import ARP, Ether, getmacbyip
-        from scapy.sendrecv import srp
-
-        conf.verb = 0
-        scapy_import_s = round(time.perf_counter() - t0, 3)
-        return argparse.Namespace(
-            conf=conf, ICMP=ICMP, IP=IP, ARP=ARP, Ether=Ether, srp=srp, getmacbyip=getmacbyip
-        )
-
-
-def _prefix(target: SweepTarget) -> int:
-    return int(target.subnet.rsplit("/", 1)[1])
-
-
-def arp_sweep(
-    host: str,
-    target: SweepTarget,
-    timeout: float = 1.0,
-    clock: Callable[[], float] = time.time,
-) -> SourceResult:
-    """ARP who-has for every address of an on-link subnet, in one ``srp``."""
-    started, t0 = clock(), time.perf_counter()
-    try:
-        s = _scapy()
-        t0 = time.perf_counter()  # the import is not the sweep
-        own = set(target.own)
-        answered, _ = s.srp(
-            s.Ether(dst=BROADCAST) / s.ARP(pdst=target.subnet),
-            iface=target.iface,
-            timeout=timeout,
-            verbose=0,
-        )
-        seen_at = clock()
-        sightings = tuple(
-            IpSighting(
-                mac=str(reply.hwsrc).lower(),
-                ip=str(reply.psrc),
-                prefix=_prefix(target),
-                source=SWEEP_ARP,
-                seen_at=seen_at,
-            )
-            for _sent, reply in answered
-            if str(reply.psrc) not in own
-        )
-        error = None
-    except Exception as exc:  # a sweep failure is a result, never a crash
-        sightings, error = (), f"{type(exc).__name__}: {exc}"
-    return SourceResult(
-        host=host,
-        source=SWEEP_ARP,
-        scope=target.subnet,
-        sightings=sightings,
-        error=error,
-        started_at=started,
-        elapsed_s=round(time.perf_counter() - t0, 3),
-        privileged=True,
-        note=f"via {target.iface}",
-    )
-
-
-def icmp_sweep(
-    host: str,
-    target: SweepTarget,
-    timeout: float = 1.0,
-    clock: Callable[[], float] = time.time,
-) -> SourceResult:
-    """ICMP echo to every address, sent at layer 2 (see the module docstring for why)."""
-    started, t0 = clock(), time.perf_counter()
-    sightings: tuple[IpSighting, ...] = ()
-    alive: tuple[str, ...] = ()
-    note = f"via {target.iface}"
-    try:
-        s = _scapy()
-        t0 = time.perf_counter()
-        if target.onlink:
-            dst_mac = BROADCAST
-        else:
-            gateway_mac = s.getmacbyip(target.gateway) if target.gateway else None
-            if not gateway_mac:
-                raise RuntimeError(f"no MAC for the router {target.gateway}")
-            dst_mac = str(gateway_mac)
-            note += f", routed via {target.gateway}: MACs unknown"
-        addresses = target.addresses()
-        # A random id keeps concurrent sweeps from taking each other's replies.
-        echo = s.ICMP(type=8, id=random.randrange(1, 0xFFFF), seq=1)
-        answered, _ = s.srp(
-            s.Ether(dst=dst_mac) / s.IP(dst=addresses) / echo,
-            iface=target.iface,
-            timeout=timeout,
-            verbose=0,
-        )
-        seen_at = clock()
-        if target.onlink:
-            sightings = tuple(
-                IpSighting(
-                    mac=str(reply[s.Ether].src).lower(),
-                    ip=str(reply[s.IP].src),
-                    prefix=_prefix(target),
-                    source=SWEEP_ICMP,
-                    seen_at=seen_at,
-                )
-                for _sent, reply in answered
-            )
-        else:
-            alive = tuple(sorted({str(reply[s.IP].src) for _sent, reply in answered}))
-        error = None
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    return SourceResult(
-        host=host,
-        source=SWEEP_ICMP,
-        scope=target.subnet,
-        sightings=sightings,
-        error=error,
-        started_at=started,
-        elapsed_s=round(time.perf_counter() - t0, 3),
-        privileged=True,
-        note=note,
-        alive=alive,
-    )
 
 
 def sweep(
@@ -258,12 +112,16 @@ def sweep(
     jobs: list[Callable[[], SourceResult]] = []
     for t in targets:
         if options.arp and t.onlink:
-            jobs.append(functools.partial(arp_sweep, host, t, options.timeout, options.clock))
+            jobs.append(
+                functools.partial(scapy_sweep.arp_sweep, host, t, options.timeout, options.clock)
+            )
         if options.icmp:
-            jobs.append(functools.partial(icmp_sweep, host, t, options.timeout, options.clock))
+            jobs.append(
+                functools.partial(scapy_sweep.icmp_sweep, host, t, options.timeout, options.clock)
+            )
     if jobs:
         try:
-            _scapy()  # once, before the threads race for it
+            scapy_sweep.load()  # once, before the threads race for it
         except Exception as exc:  # scapy missing or broken: say so per subnet
             why = f"scapy unavailable: {type(exc).__name__}: {exc}"
             return results + [
@@ -410,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = sweep(args.host, args.subnets or None, options)
     doc = {
         "results": [r.to_json() for r in results],
-        "scapy_import_s": scapy_import_s,
+        "scapy_import_s": scapy_sweep.scapy_import_s,
         "pid": os.getpid(),
     }
     json.dump(doc, sys.stdout)
