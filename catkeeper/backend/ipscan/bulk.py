@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ import libvirt
 
 from catkeeper.backend.errors import describe
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.ipscan.calls import DOMAINS, Call, summarize_calls
+from catkeeper.backend.ipscan.leases import bulk_leases
 from catkeeper.backend.ipscan.libvirt_source import FLAGS, parse_addresses
 from catkeeper.backend.ipscan.neigh import read_local_table_async, to_sightings
 from catkeeper.backend.ipscan.results import (
@@ -45,27 +47,21 @@ from catkeeper.backend.ipscan.results import (
     NEIGH,
     SourceResult,
     normalize_mac,
-    usable_address,
 )
-from catkeeper.model import VM, IpSighting, VmState
+from catkeeper.model import VM, VmState
 
-LIST_NETWORKS = "networks"  # scope of the lease source's listing call
-DOMAINS = "domains"  # the listAllDomains a pass makes when it has per-VM calls to make
-# "No such call here" (the test driver, a daemon older than the call): not a failure.
-_UNSUPPORTED = frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED})
+__all__ = [
+    "DOMAINS",
+    "Call",
+    "NeighReader",
+    "PassOutcome",
+    "host_pass",
+    "macs_of",
+    "read_local_neigh",
+    "summarize_calls",
+]
 
 NeighReader = Callable[[], Awaitable[list[SourceResult]]]
-
-
-@dataclass(frozen=True)
-class Call:
-    """One request a scan made: a libvirt call or a remote command."""
-
-    source: str  # lease, neigh, agent, arp, sweep-…, or "domains" (handles for per-VM calls)
-    scope: str  # "networks", "network:NAME", a VM's UUID, "*", a subnet
-    elapsed_s: float
-    ok: bool = True
-    per_vm: bool = False  # one VM's interfaceAddresses, not a bulk call
 
 
 @dataclass(frozen=True)
@@ -78,48 +74,6 @@ class PassOutcome:
 
 def macs_of(vm: VM) -> tuple[str, ...]:
     return tuple(m for nic in vm.nics if (m := normalize_mac(nic.mac)))
-
-
-def parse_leases(leases: Iterable[Mapping[str, Any]] | None, *, seen_at: float) -> list[IpSighting]:
-    """``virNetwork.DHCPLeases()`` output → sightings (libvirt already leaves out expired
-    leases; DHCPv6 leases without a MAC cannot be matched and are dropped)."""
-    out = []
-    for lease in leases or ():
-        mac = normalize_mac(str(lease.get("mac") or ""))
-        ip = str(lease.get("ipaddr") or "")
-        if mac is None or not usable_address(ip):
-            continue
-        prefix = lease.get("prefix")
-        out.append(
-            IpSighting(
-                mac=mac,
-                ip=ip,
-                prefix=int(prefix) if prefix is not None else None,
-                source=LEASE,
-                seen_at=seen_at,
-            )
-        )
-    return out
-
-
-def unsupported(exc: BaseException) -> bool:
-    return isinstance(exc, libvirt.libvirtError) and exc.get_error_code() in _UNSUPPORTED
-
-
-def summarize_calls(calls: Iterable[Call]) -> dict[str, dict[str, Any]]:
-    """Per source: how many calls (how many of them per VM), how many failed, each one's
-    seconds, total and slowest."""
-    out: dict[str, dict[str, Any]] = {}
-    for c in calls:
-        entry = out.setdefault(c.source, {"calls": 0, "per_vm": 0, "failed": 0, "seconds": []})
-        entry["calls"] += 1
-        entry["per_vm"] += 1 if c.per_vm else 0
-        entry["failed"] += 0 if c.ok else 1
-        entry["seconds"].append(c.elapsed_s)
-    for entry in out.values():
-        entry["total_s"] = round(sum(entry["seconds"]), 4)
-        entry["max_s"] = max(entry["seconds"], default=0.0)
-    return out
 
 
 async def read_local_neigh(
@@ -217,93 +171,10 @@ async def host_pass(
         if progress is not None:
             progress(done, total)
 
-    # ---- lease: one listing, then one call per active network ------------------------
+    # ---- lease: one listing, then one call per active network (leases.py) -----------
 
     async def leases() -> set[str]:
-        started, t0 = clock(), time.perf_counter()
-        try:
-            nets = await session.call(
-                lambda c: c.listAllNetworks(libvirt.VIR_CONNECT_LIST_NETWORKS_ACTIVE),
-                timeout=timeout,
-                what="listing networks",
-            )
-        except Exception as exc:
-            no_call = unsupported(exc)
-            record(
-                [
-                    SourceResult(
-                        host,
-                        LEASE,
-                        LIST_NETWORKS,
-                        error=None if no_call else describe(exc),
-                        note="no networks on this driver: leases asked per VM" if no_call else None,
-                        started_at=started,
-                        elapsed_s=round(time.perf_counter() - t0, 4),
-                    )
-                ]
-            )
-            return set()
-        names = [n.name() for n in nets]  # local: the handle carries its name
-        record(
-            [
-                SourceResult(
-                    host,
-                    LEASE,
-                    LIST_NETWORKS,
-                    started_at=started,
-                    elapsed_s=round(time.perf_counter() - t0, 4),
-                    note=f"{len(names)} active network(s)"
-                    + (f": {', '.join(names)}" if names else ""),
-                )
-            ]
-        )
-        on_net: dict[str, set[str]] = {}
-        for vm in every:
-            for nic in vm.nics:
-                if nic.type == "network" and nic.source and (m := normalize_mac(nic.mac)):
-                    on_net.setdefault(nic.source, set()).add(m)
-
-        async def one(net: Any, name: str) -> str | None:
-            started, t0 = clock(), time.perf_counter()
-            try:
-                raw = await session.call(
-                    lambda _c: net.DHCPLeases(), timeout=timeout, what=f"leases of {name}"
-                )
-            except Exception as exc:
-                no_call = unsupported(exc)
-                note = "no bulk lease call on this driver: leases asked per VM"
-                record(
-                    [
-                        SourceResult(
-                            host,
-                            LEASE,
-                            f"network:{name}",
-                            error=None if no_call else describe(exc),
-                            note=note if no_call else None,
-                            started_at=started,
-                            elapsed_s=round(time.perf_counter() - t0, 4),
-                        )
-                    ]
-                )
-                return None
-            record(
-                [
-                    SourceResult(
-                        host,
-                        LEASE,
-                        f"network:{name}",
-                        sightings=tuple(parse_leases(raw, seen_at=clock())),
-                        started_at=started,
-                        elapsed_s=round(time.perf_counter() - t0, 4),
-                        # The network's whole answer: a NIC on it whose lease is gone has none.
-                        macs=tuple(sorted(on_net.get(name, ()))),
-                    )
-                ]
-            )
-            return name
-
-        covered = await asyncio.gather(*(one(n, name) for n, name in zip(nets, names, strict=True)))
-        return {name for name in covered if name is not None}
+        return await bulk_leases(session, every, record, timeout=timeout, clock=clock)
 
     # ---- neigh: one read of the host's table ------------------------------------------
 
