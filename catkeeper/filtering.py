@@ -3,11 +3,16 @@
 One implementation for both, so a filter typed in the table and the same text given to a
 script select the same VMs. Plain model code: no textual, no rich.
 
+Tags belong to hosts (config ``hosts[].tags``), not to VMs, so ``parse_filter`` takes each
+host's tags (``host_tags``, e.g. ``tags_of(config.hosts)``) and a VM carries those of its host:
+``tag:gpu`` and the free word ``gpu`` both find the VMs of a host tagged ``gpu``.
+
 Grammar (terms separated by spaces, every term must match; ``!`` before a term negates it)::
 
-    word              name, host, note, owner, IP or MAC contains it (case-insensitive)
+    word              name, host, host tag, note, owner, IP or MAC contains it (any case)
     "two words"       quotes keep spaces inside one term
     host:NAME         on that host (exact, or a glob with * ? [..]; a,b for either)
+    tag:NAME          on a host with that tag (config hosts[].tags; glob, a,b as host:)
     state:STATE       running, paused, shutoff (or shut, off), crashed, ... ; active, inactive
     owner:NAME        reserved by NAME (owner:me is the current user)
     reserved:yes      reserved and not expired; reserved:no has none; reserved:expired
@@ -17,13 +22,13 @@ from __future__ import annotations
 
 import fnmatch
 import shlex
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from catkeeper.model import VM, VmState
 
-KEYS = ("host", "state", "owner", "reserved")
+KEYS = ("host", "tag", "state", "owner", "reserved")
 
 # Words people type for states, beyond the names libvirt itself uses.
 _STATE_ALIASES: dict[str, frozenset[VmState]] = {
@@ -42,6 +47,21 @@ _RESERVED = ("yes", "no", "expired")
 
 class FilterError(ValueError):
     """A filter that cannot be understood; ``str()`` is one line for a person."""
+
+
+class Tagged(Protocol):
+    """A host as the config (``HostConfig``) or the model (``Host``) describes it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def tags(self) -> tuple[str, ...]: ...
+
+
+def tags_of(hosts: Iterable[Tagged]) -> dict[str, tuple[str, ...]]:
+    """Host name → its tags, as ``parse_filter(host_tags=…)`` takes them."""
+    return {h.name: tuple(h.tags) for h in hosts}
 
 
 def haystack(vm: VM) -> str:
@@ -79,6 +99,9 @@ class Term:
 class Filter:
     text: str
     terms: tuple[Term, ...] = ()
+    # Host name → its tags joined like the haystack: free words match them too. Kept apart
+    # from ``haystack(vm)`` so a table's cached haystacks need not know about hosts.
+    host_hay: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def is_empty(self) -> bool:
@@ -89,6 +112,9 @@ class Filter:
         if not self.terms:
             return True
         text = haystack(vm) if hay is None else hay
+        extra = self.host_hay.get(vm.host)
+        if extra:
+            text = f"{text}\x00{extra}"
         return all(term.matches(vm, now, text) for term in self.terms)
 
     def select(self, rows: Sequence[tuple[K, VM, str]], now: float) -> list[K]:
@@ -98,9 +124,14 @@ class Filter:
         free words as plain substring tests: fast enough for a keystroke at 10,000 rows.
         """
         alive = list(rows)
+        tags = self.host_hay
         for term in self.terms:
             word, neg = term.word, term.negated
-            if word is not None:
+            if word is not None and tags:
+                alive = [
+                    r for r in alive if (word in r[2] or word in tags.get(r[1].host, "")) != neg
+                ]
+            elif word is not None:
                 alive = [r for r in alive if (word in r[2]) != neg]
             else:
                 test = term.test
@@ -131,6 +162,23 @@ def _host(value: str) -> Predicate:
         return host in names
 
     return test
+
+
+def _tag(value: str, host_tags: Mapping[str, Sequence[str]]) -> Predicate:
+    wanted = [v.lower() for v in value.split(",") if v]
+    if not wanted:
+        raise FilterError("tag: needs a tag, e.g. tag:gpu")
+    globs = any(ch in value for ch in "*?[")
+
+    def tagged(tags: Sequence[str]) -> bool:
+        lowered = [t.lower() for t in tags]
+        if globs:
+            return any(fnmatch.fnmatchcase(t, w) for t in lowered for w in wanted)
+        return any(t in wanted for t in lowered)
+
+    # Decided once per host, here: the test per VM is one set lookup.
+    hosts = frozenset(name for name, tags in host_tags.items() if tagged(tags))
+    return lambda vm, _now, _hay: vm.host in hosts
 
 
 def _states(value: str) -> frozenset[VmState]:
@@ -183,7 +231,7 @@ def _reserved(value: str) -> Predicate:
     raise FilterError(f"unknown reserved:{value} (use one of {', '.join(_RESERVED)})")
 
 
-def _term(token: str, me: str) -> Term:
+def _term(token: str, me: str, host_tags: Mapping[str, Sequence[str]]) -> Term:
     negated = token.startswith("!")
     body = token[1:] if negated else token
     if not body:
@@ -195,6 +243,7 @@ def _term(token: str, me: str) -> Term:
             raise FilterError(f"{key}: needs a value")
         builders: dict[str, Callable[[str], Predicate]] = {
             "host": _host,
+            "tag": lambda v: _tag(v, host_tags),
             "state": _state,
             "owner": lambda v: _owner(v, me),
             "reserved": _reserved,
@@ -207,10 +256,19 @@ def _term(token: str, me: str) -> Term:
     return Term(token, negated, _word(body), word=body.lower())
 
 
-def parse_filter(text: str, *, me: str) -> Filter:
-    """``text`` as a Filter; raises FilterError naming the bad term."""
+def parse_filter(
+    text: str, *, me: str, host_tags: Mapping[str, Sequence[str]] | None = None
+) -> Filter:
+    """``text`` as a Filter; raises FilterError naming the bad term.
+
+    ``host_tags``: host name → its tags (``tags_of(config.hosts)``), for ``tag:`` and for
+    free words; without it no VM has tags.
+    """
     try:
         tokens = shlex.split(text)
     except ValueError as exc:  # an unbalanced quote
         raise FilterError(f"bad filter: {exc}") from None
-    return Filter(text, tuple(_term(tok, me) for tok in tokens))
+    tags = host_tags or {}
+    terms = tuple(_term(tok, me, tags) for tok in tokens)
+    host_hay = {name: "\x00".join(t).lower() for name, t in tags.items() if t}
+    return Filter(text, terms, host_hay)

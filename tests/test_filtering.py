@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from catkeeper.cli import main
-from catkeeper.filtering import FilterError, haystack, parse_filter
-from catkeeper.model import VM, IpSighting, Nic, Reservation, VmState
+from catkeeper.config import HostConfig
+from catkeeper.filtering import FilterError, haystack, parse_filter, tags_of
+from catkeeper.model import VM, Host, IpSighting, Nic, Reservation, VmState
 from tests.tui_support import FROZEN_NOW, fleet_config
 
 NOW = FROZEN_NOW
@@ -159,6 +160,71 @@ def test_select_agrees_with_matches(text: str) -> None:
     f = parse_filter(text, me="alice")
     rows = [(i, v, haystack(v)) for i, v in enumerate(FLEET)]
     assert f.select(rows, NOW) == [i for i, v in enumerate(FLEET) if f.matches(v, NOW)]
+
+
+# Tags are the hosts': lab1 has a GPU and is in Berlin, gpu4 too, lab2 has none.
+TAGS = {"lab1": ("gpu", "Berlin"), "lab2": (), "gpu4": ("gpu", "nvidia-a100")}
+
+
+def tagged(text: str, me: str = "alice") -> list[str]:
+    f = parse_filter(text, me=me, host_tags=TAGS)
+    return [v.name for v in FLEET if f.matches(v, NOW)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tag:gpu", ["web-01", "db-01", "gpu-01"]),
+        ("tag:GPU", ["web-01", "db-01", "gpu-01"]),  # tags are case-insensitive
+        ("tag:berlin", ["web-01", "db-01"]),
+        ("tag:nvidia-*", ["gpu-01"]),  # a glob, as host:
+        ("tag:berlin,nvidia-a100", ["web-01", "db-01", "gpu-01"]),  # either
+        ("tag:gp", []),  # exact, not a substring
+        ("!tag:gpu", ["web-02", "build-01"]),
+        ("tag:gpu state:running", ["web-01"]),
+        ("berlin", ["web-01", "db-01"]),  # a free word matches the host's tags
+        ("a100", ["gpu-01"]),  # ... any part of one
+        ("!berlin", ["web-02", "build-01", "gpu-01"]),
+        ("web berlin", ["web-01"]),
+    ],
+)
+def test_host_tags(text: str, expected: list[str]) -> None:
+    assert tagged(text) == expected
+
+
+def test_without_host_tags_no_vm_has_tags() -> None:
+    assert pick("tag:gpu") == []
+    assert pick("berlin") == []
+    assert pick("!tag:gpu") == [v.name for v in FLEET]
+
+
+def test_tags_do_not_join_fields() -> None:
+    # "\x00" separates the VM's own fields from its host's tags: no match across the seam.
+    f = parse_filter("gpu-01gpu", me="alice", host_tags=TAGS)
+    assert [v.name for v in FLEET if f.matches(v, NOW)] == []
+
+
+def test_tags_of_reads_config_and_model_hosts() -> None:
+    hosts = [HostConfig(name="lab1", uri="test:///default", tags=("gpu",)), Host("lab2", "x")]
+    assert tags_of(hosts) == {"lab1": ("gpu",), "lab2": ()}
+
+
+def test_tag_needs_a_value() -> None:
+    with pytest.raises(FilterError, match="tag: needs a value"):
+        parse_filter("tag:", me="alice", host_tags=TAGS)
+    with pytest.raises(FilterError, match="tag: needs a tag"):
+        parse_filter("tag:,", me="alice", host_tags=TAGS)
+
+
+@pytest.mark.parametrize(
+    "text", ["tag:gpu", "!tag:gpu", "berlin", "!berlin", "web berlin !state:paused", "tag:nv*"]
+)
+def test_select_agrees_with_matches_with_tags(text: str) -> None:
+    f = parse_filter(text, me="alice", host_tags=TAGS)
+    rows = [(i, v, haystack(v)) for i, v in enumerate(FLEET)]
+    picked = [i for i, v in enumerate(FLEET) if f.matches(v, NOW)]
+    assert f.select(rows, NOW) == picked
+    assert picked  # or the comparison proves nothing
 
 
 def test_json_filter_uses_the_same_grammar(
