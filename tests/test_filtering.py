@@ -205,8 +205,12 @@ def test_tags_do_not_join_fields() -> None:
 
 
 def test_tags_of_reads_config_and_model_hosts() -> None:
-    hosts = [HostConfig(name="lab1", uri="test:///default", tags=("gpu",)), Host("lab2", "x")]
-    assert tags_of(hosts) == {"lab1": ("gpu",), "lab2": ()}
+    configured = [HostConfig(name="lab1", uri="test:///default", tags=("gpu",))]
+    assert tags_of(configured) == {"lab1": ("gpu",)}
+    assert tags_of([Host("lab2", "x"), Host("lab3", "y", tags=("a", "b"))]) == {
+        "lab2": (),
+        "lab3": ("a", "b"),
+    }
 
 
 def test_tag_needs_a_value() -> None:
