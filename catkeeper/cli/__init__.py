@@ -10,23 +10,32 @@ import sys
 from collections.abc import Sequence
 
 from catkeeper import __version__
+from catkeeper.cli.common import Exit, err
+from catkeeper.commands import Face, reaching
 from catkeeper.config import Config, ConfigError, current_user, load_config
 
 __all__ = ["build_parser", "current_user", "main"]
 
-EXIT_OK = 0
-EXIT_USAGE = 2  # argparse's own, shared with config errors
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
 
-# Each module adds its subcommands (``add_subcommands``) and carries them out (``run``).
-# They import their heavy parts inside ``run``, so the TUI's start-up stays light.
-COMMAND_MODULES = (
-    "catkeeper.cli.vm",
-    "catkeeper.cli.reserve",
-    "catkeeper.cli.console",
-    "catkeeper.cli.scan",
-)
+def add_verbs(parser: argparse.ArgumentParser) -> None:
+    """One sub-command per CLI verb of the command table, in table order.
+
+    Each verb's module (``Command.cli``) adds its options (``add_arguments(parser, command)``)
+    and carries it out (``run(args, config)``); its heavy parts are imported inside ``run``,
+    so the TUI's start-up stays light. ``command_name`` is the table's name even when an
+    alias was typed.
+    """
+    subparsers = parser.add_subparsers(dest="verb", metavar="COMMAND")
+    for command in reaching(Face.CLI):
+        module = importlib.import_module(command.cli)
+        sub = subparsers.add_parser(
+            command.name,
+            aliases=list(command.aliases),
+            help=command.help,
+            description=f"{command.help}. Usage: catkeeper {command.name} {command.cli_synopsis}",
+        )
+        module.add_arguments(sub, command)
+        sub.set_defaults(command_module=module, command_name=command.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,18 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
-        before = set(subparsers.choices)
-        module.add_subcommands(subparsers)
-        for command in set(subparsers.choices) - before:
-            subparsers.choices[command].set_defaults(command_module=module)
+    parser.add_argument(
+        "--list-hosts", action="store_true", help=argparse.SUPPRESS
+    )  # the host names, one a line, from the configuration (no connection): for completion
+    add_verbs(parser)
     return parser
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"catkeeper: {message}", file=sys.stderr)
+    err(message)
     return code
 
 
@@ -90,7 +96,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
         try:
             chosen = parse_filter(args.filter, me=current_user(config))
         except FilterError as exc:
-            return _fail(f"--filter: {exc}", EXIT_USAGE)
+            return _fail(f"--filter: {exc}", Exit.USAGE)
         vm_filter = chosen.matches
     timeout = args.timeout
     if timeout is None:
@@ -107,7 +113,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
             )
         )
     except UnknownHost as exc:
-        return _fail(str(exc), EXIT_USAGE)
+        return _fail(str(exc), Exit.USAGE)
     sys.stdout.write(dumps(doc) + "\n")
     sys.stdout.flush()
     return code
@@ -124,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config, os.environ, demo=args.demo)
     except ConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
+        return _fail(str(exc), Exit.USAGE)
+    if args.list_hosts:
+        print("\n".join(h.name for h in config.hosts))
+        return 0
     module = getattr(args, "command_module", None)
     if module is not None:
         code: int = module.run(args, config)

@@ -1,11 +1,15 @@
-"""``catkeeper vnc HOST/VM [--print]``: open a VM's console from the command line.
+"""``catkeeper console TARGET [--print]`` (also ``vnc``) and ``catkeeper serial TARGET``.
 
-With a display, starts the viewer (through a tunnel when needed) and waits for it to exit.
-Without one, or with ``--print``, prints where to connect and the ssh command for the user's
-own machine, and keeps the tunnel open until Ctrl-C.
+``console``: with a display, starts the viewer (through a tunnel when needed) and waits for
+it to exit. Without one, or with ``--print``, prints where to connect and the ssh command
+for the user's own machine, and keeps the tunnel open until Ctrl-C.
 
-Exit codes: 0 done, 1 the console cannot be opened (reason on stderr), 2 usage,
-3 the VM's host is unreachable.
+``serial``: streams the VM's serial console (``backend.console.serial``) to stdout as it
+comes, until Ctrl-C or until the console closes (the VM stopped, someone took it over);
+read-only, like the TUI's. ``--force`` takes over a console someone else holds.
+
+Exit codes (``catkeeper.cli.common.Exit``): 0 done, 1 the console cannot be opened (reason
+on stderr), 2 usage, 3 the VM's host is unreachable, 4 no such VM.
 """
 
 from __future__ import annotations
@@ -16,107 +20,135 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TextIO
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
 
+from catkeeper.cli.common import (
+    CliError,
+    Clock,
+    Exit,
+    add_target_arguments,
+    find_vm,
+    finish,
+    hosts_named,
+    open_fleet,
+)
 from catkeeper.config import Config
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+if TYPE_CHECKING:
+    from catkeeper.commands import Command
 
 
-def add_subcommands(subparsers: Any) -> None:
-    """Add ``vnc`` to the main parser's subparsers (``parser.add_subparsers()``)."""
-    p = subparsers.add_parser(
-        "vnc",
-        help="open a VM's VNC console (through the host's ssh connection when needed)",
-        description="Open a VM's VNC console: start the configured viewer, or without a "
-        "display print where to connect and keep the tunnel open until Ctrl-C.",
-    )
-    p.add_argument("vm", metavar="HOST/VM", help="the VM, as HOST/NAME (or a unique name)")
+def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
+    add_target_arguments(p, many=False)
+    if command.name == "serial":
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="take the console over from whoever holds it (virsh console, another catkeeper)",
+        )
+        return
     p.add_argument(
         "--print",
         dest="print_only",
         action="store_true",
         help="do not start a viewer: print the endpoint and ssh command, hold the tunnel",
     )
-    p.set_defaults(subcommand="vnc")
 
 
-def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] = time.time) -> int:
-    """Run ``catkeeper vnc`` with parsed ``args``; the exit code. ``clock`` is the fleet's "now"."""
-    return asyncio.run(_run(args, config, sys.stdout, sys.stderr, clock))
+def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:
+    """Run ``console`` or ``serial``; the exit code. ``clock`` is the fleet's "now"."""
+    if args.command_name == "serial":
+        return finish(_serial(args, config, sys.stdout, clock))
+    return finish(_console(args, config, sys.stdout, sys.stderr, clock))
 
 
-def _host_of(ref: str, config: Config) -> list[str] | None:
-    host, sep, _name = ref.partition("/")
-    if sep and host in {h.name for h in config.hosts}:
-        return [host]
-    return None  # a bare name: every host is asked
-
-
-async def _run(
-    args: argparse.Namespace,
-    config: Config,
-    out: TextIO,
-    err: TextIO,
-    clock: Callable[[], float] = time.time,
+async def _console(
+    args: argparse.Namespace, config: Config, out: TextIO, err: TextIO, clock: Clock
 ) -> int:
     from catkeeper.backend.console.viewer import Consoles
     from catkeeper.backend.errors import BackendError
-    from catkeeper.backend.fleet import Fleet, UnknownHost
     from catkeeper.model import HostState
 
-    readonly = bool(getattr(args, "readonly", False))
+    def fail(message: str, code: Exit) -> int:
+        print(f"catkeeper console: {message}", file=err)
+        return int(code)
 
-    def fail(message: str, code: int) -> int:
-        print(f"catkeeper vnc: {message}", file=err)
-        return code
-
-    try:
-        fleet = Fleet(config, readonly=readonly, only=_host_of(args.vm, config), clock=clock)
-    except UnknownHost as exc:
-        return fail(str(exc), EXIT_USAGE)
-    consoles = Consoles(config.viewer)
-    await fleet.start()
-    try:
-        await fleet.wait_settled(config.timing.connect_timeout + config.timing.call_timeout)
+    async with open_fleet(
+        args, config, only=hosts_named([args.target], args), clock=clock
+    ) as fleet:
         try:
-            vm = fleet.find(args.vm)
-        except BackendError as exc:
-            down = [h for h in fleet.hosts() if h.state is HostState.UNREACHABLE]
-            if down:
-                why = "; ".join(f"{h.name}: {h.error}" for h in down)
-                return fail(f"{exc} (unreachable: {why})", EXIT_UNREACHABLE)
-            return fail(str(exc), EXIT_FAILED)
+            vm = find_vm(fleet, args.target)
+        except CliError as exc:
+            return fail(exc.message, exc.code)
         session = fleet.session(vm.host)
         if session.host.state is HostState.UNREACHABLE:
-            return fail(f"{vm.host} is unreachable: {session.host.error}", EXIT_UNREACHABLE)
+            return fail(f"{vm.host} is unreachable: {session.host.error}", Exit.UNREACHABLE)
+        consoles = Consoles(config.viewer)
         try:
-            console = await consoles.open(session, vm, launch=not args.print_only)
-        except BackendError as exc:
-            return fail(str(exc), EXIT_FAILED)
-        if console.viewer is not None:
-            print(
-                f"catkeeper vnc: viewer pid {console.viewer.pid} → {console.info.endpoint} "
-                f"({console.info.target})",
-                file=err,
-            )
-            await console.wait()
-            return fail(console.failure, EXIT_FAILED) if console.failure else EXIT_OK
+            try:
+                console = await consoles.open(session, vm, launch=not args.print_only)
+            except BackendError as exc:
+                return fail(str(exc), Exit.FAILED)
+            if console.viewer is not None:
+                print(
+                    f"catkeeper console: viewer pid {console.viewer.pid} → "
+                    f"{console.info.endpoint} ({console.info.target})",
+                    file=err,
+                )
+                await console.wait()
+                return fail(console.failure, Exit.FAILED) if console.failure else int(Exit.OK)
+            stop = asyncio.Event()
+            # Catch Ctrl-C before saying it closes the tunnel: one typed (or sent by a script
+            # that read the text) right after it must not end us with a traceback.
+            with _stopped_by_signals(stop):
+                print_info(console.info, out)
+                out.flush()
+                await _until_stopped(console, stop)
+            return int(Exit.OK)
+        finally:
+            await consoles.aclose()
+
+
+async def _serial(args: argparse.Namespace, config: Config, out: TextIO, clock: Clock) -> int:
+    from catkeeper.backend.console.serial import SerialError, open_serial
+
+    async with open_fleet(
+        args, config, only=hosts_named([args.target], args), clock=clock
+    ) as fleet:
+        vm = find_vm(fleet, args.target)
+        try:
+            serial = await open_serial(fleet.session(vm.host), vm.uuid, force=args.force)
+        except SerialError as exc:
+            raise CliError(Exit.FAILED, f"{vm.ref}: {exc}") from None
         stop = asyncio.Event()
-        # Catch Ctrl-C before saying it closes the tunnel: one typed (or sent by a script
-        # that read the text) right after it must not end us with a traceback.
-        with _stopped_by_signals(stop):
-            print_info(console.info, out)
-            out.flush()
-            await _until_stopped(console, stop)
-        return EXIT_OK
-    finally:
-        await consoles.aclose()
-        await fleet.aclose()
+        try:
+            with _stopped_by_signals(stop):
+                print(f"catkeeper: serial console of {vm.ref}; Ctrl-C leaves", file=sys.stderr)
+                pump = asyncio.ensure_future(_pump(serial, out))
+                halt = asyncio.ensure_future(stop.wait())
+                await asyncio.wait([pump, halt], return_when=asyncio.FIRST_COMPLETED)
+                halt.cancel()
+                if not pump.done():
+                    pump.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pump
+                    print("\ncatkeeper: left the serial console", file=sys.stderr)
+                    return int(Exit.OK)
+                pump.result()  # raise what broke it
+            print(
+                f"\ncatkeeper: {vm.ref}: {serial.closed_reason or 'the console closed'}",
+                file=sys.stderr,
+            )
+            return int(Exit.OK)
+        finally:
+            await serial.aclose()
+
+
+async def _pump(chunks: Any, out: TextIO) -> None:
+    async for text in chunks:
+        out.write(text)
+        out.flush()
 
 
 def print_info(info: Any, out: TextIO) -> None:

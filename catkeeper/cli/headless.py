@@ -13,12 +13,9 @@ from typing import Any
 from catkeeper import __version__
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
 from catkeeper.model import VM, Host, HostState, to_jsonable
-
-EXIT_OK = 0
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
 
 
 def _unsettled(host: Host, timeout: float) -> Host:
@@ -72,26 +69,23 @@ async def collect(
     """
     started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
-    await fleet.start()
-    addresses = asyncio.ensure_future(_ips_as_hosts_answer(fleet)) if ips else None
-    try:
-        await fleet.wait_settled(timeout)
-        if addresses is not None:
-            # Addresses are extras: a host slow to answer them costs its IPs, never the
-            # document.
-            budget = max(0.0, timeout - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(addresses), budget)
-        hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
-        vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
-    finally:
-        if addresses is not None and not addresses.done():
-            addresses.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await addresses
-        # Bounded: a hung host's close must not hold up the answer.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.aclose(), 2)
+    async with running(fleet, wait=None):
+        addresses = asyncio.ensure_future(_ips_as_hosts_answer(fleet)) if ips else None
+        try:
+            await fleet.wait_settled(timeout)
+            if addresses is not None:
+                # Addresses are extras: a host slow to answer them costs its IPs, never the
+                # document.
+                budget = max(0.0, timeout - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(addresses), budget)
+            hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
+            vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
+        finally:
+            if addresses is not None and not addresses.done():
+                addresses.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await addresses
     now = clock()
     if vm_filter is not None:
         vms = [vm for vm in vms if vm_filter(vm, now)]
@@ -103,7 +97,7 @@ async def collect(
         "vms": to_jsonable(vms),
     }
     down = any(h.state is HostState.UNREACHABLE for h in hosts)
-    return doc, EXIT_UNREACHABLE if down else EXIT_OK
+    return doc, Exit.UNREACHABLE if down else Exit.OK
 
 
 def dumps(doc: dict[str, Any]) -> str:

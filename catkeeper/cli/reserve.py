@@ -18,134 +18,97 @@ reservation's fields plus ``host``, ``vm``, ``expired``; ``reserve`` and ``relea
 ``action`` and ``previous``). Errors go to stderr; with ``--json`` an object with ``error``,
 ``exit_code`` and, for conflicts, ``holder`` goes to stdout as well.
 
-Exit codes:
-    0  done (releasing a VM that is not reserved is done, too: nothing to do)
-    1  libvirt failed the write for another reason (the message says which)
-    2  usage or configuration error: bad --until, unknown host, bad --filter, empty owner
-    3  the host is unreachable or did not answer in time (``reservations``: any host)
-    4  no such VM (or a bare name that several hosts have: name it HOST/VM)
-    5  reservation conflict, nothing written: someone else holds it (use --take-over or
-       --force), it changed while we wrote, or another catkeeper kept it locked; the
-       current holder (owner, note, until) is printed
-    6  read-only: the fleet or host is configured read-only, or libvirt denied the write
+Exit codes (``catkeeper.cli.common.Exit``): 0 done (releasing a VM that is not reserved is
+done, too: nothing to do); 1 libvirt failed the write; 2 usage or configuration (bad --until,
+unknown host, bad --filter, empty owner); 3 unreachable (``reservations``: any host); 4 no
+such VM (or a bare name several hosts have); 5 conflict, nothing written: someone else holds
+it (use --take-over or --force), it changed while we wrote, or another catkeeper kept it
+locked, and the current holder is printed; 6 read-only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import json
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from catkeeper.cli.common import (
+    CliError,
+    Exit,
+    code_of,
+    find_vm,
+    hosts_named,
+    json_flag,
+    open_fleet,
+    unreachable,
+)
 from catkeeper.config import Config
-from catkeeper.model import VM, HostState, Reservation
+from catkeeper.model import VM, Reservation
 
 if TYPE_CHECKING:  # the backend (libvirt) is imported when a command runs, not at start-up
-    from catkeeper.backend.fleet import Fleet
     from catkeeper.backend.reservations import Change
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_NOT_FOUND = 4
-EXIT_CONFLICT = 5
-EXIT_READONLY = 6
-
-COMMANDS = ("reserve", "release", "reservations")
+    from catkeeper.commands import Command
 
 
-class _Exit(Exception):
-    """Ends a command with this code; ``holder`` goes into the JSON error."""
+def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
+    """The options of ``reserve``, ``release`` or ``reservations``.
 
-    def __init__(self, code: int, message: str, holder: Reservation | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.holder = holder
-
-
-def add_subcommands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``reserve``, ``release`` and ``reservations`` to the main parser's subcommands.
-
-    Each sets ``reserve_command`` to its name: ``run()`` dispatches on it. ``--json`` and
-    ``--filter`` default to "not given", so the main parser's own options of those names
-    keep their values whichever side of the subcommand they are typed.
+    ``--json`` and ``--filter`` default to "not given", so the main parser's own options of
+    those names keep their values whichever side of the verb they are typed.
     """
-
-    def json_flag(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
-
-    p = subparsers.add_parser(
-        "reserve",
-        help="reserve a VM (or update your reservation)",
-        description="Reserve a VM, or update your own reservation of it.",
-    )
-    p.add_argument("ref", metavar="HOST/VM", help="the VM, as HOST/VM or a unique name")
-    p.add_argument("--note", required=True, metavar="TEXT", help="what you use it for")
-    p.add_argument(
-        "--until",
-        metavar="WHEN",
-        help="end: 90m, 4h, 3d, 2w, 2026-12-01, 2026-12-01T18:00, fri (default: no end)",
-    )
-    p.add_argument("--owner", metavar="NAME", help="reserve as NAME (default: you)")
-    p.add_argument("--contact", metavar="X", help="how to reach the owner (mail, chat)")
-    p.add_argument(
-        "--take-over",
-        action="store_true",
-        help="claim it even though someone else holds it",
-    )
-    json_flag(p)
-    p.set_defaults(reserve_command="reserve")
-
-    p = subparsers.add_parser(
-        "release", help="release a reservation", description="End a reservation."
-    )
-    p.add_argument("ref", metavar="HOST/VM", help="the VM, as HOST/VM or a unique name")
-    p.add_argument("--force", action="store_true", help="release it even if it is not yours")
-    p.add_argument("--owner", metavar="NAME", help="release as NAME (default: you)")
-    json_flag(p)
-    p.set_defaults(reserve_command="release")
-
-    p = subparsers.add_parser(
-        "reservations",
-        help="list reserved VMs",
-        description="List every reserved VM, expired reservations included.",
-    )
-    p.add_argument(
-        "--filter",
-        metavar="TEXT",
-        default=argparse.SUPPRESS,
-        help="only VMs matching TEXT, as typed in the TUI's / bar (e.g. owner:me)",
-    )
-    json_flag(p)
-    p.set_defaults(reserve_command="reservations")
+    if command.name == "reserve":
+        p.add_argument("ref", metavar="TARGET", help="the VM, as HOST/VM or a unique name")
+        p.add_argument("--note", required=True, metavar="TEXT", help="what you use it for")
+        p.add_argument(
+            "--until",
+            metavar="WHEN",
+            help="end: 90m, 4h, 3d, 2w, 2026-12-01, 2026-12-01T18:00, fri (default: no end)",
+        )
+        p.add_argument("--owner", metavar="NAME", help="reserve as NAME (default: you)")
+        p.add_argument("--contact", metavar="X", help="how to reach the owner (mail, chat)")
+        p.add_argument(
+            "--take-over",
+            action="store_true",
+            help="claim it even though someone else holds it",
+        )
+    elif command.name == "release":
+        p.add_argument("ref", metavar="TARGET", help="the VM, as HOST/VM or a unique name")
+        p.add_argument("--force", action="store_true", help="release it even if it is not yours")
+        p.add_argument("--owner", metavar="NAME", help="release as NAME (default: you)")
+    else:
+        p.add_argument(
+            "--filter",
+            metavar="TEXT",
+            default=argparse.SUPPRESS,
+            help="only VMs matching TEXT, as typed in the TUI's / bar (e.g. owner:me)",
+        )
+    json_flag(p, "print JSON")
 
 
 def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] = time.time) -> int:
-    """Run the subcommand ``args.reserve_command``; returns the exit code.
+    """Run the verb ``args.command_name``; returns the exit code.
 
     ``clock`` is "now" for every decision: parsing ``--until``, expiry, the fleet's ages.
     """
     as_json = bool(getattr(args, "json", False))
     try:
-        return asyncio.run(_COMMANDS[args.reserve_command](args, config, clock))
-    except _Exit as exc:
+        return asyncio.run(_COMMANDS[args.command_name](args, config, clock))
+    except CliError as exc:
         print(f"catkeeper: {exc.message}", file=sys.stderr)
         if exc.holder is not None and not as_json:
             for line in _holder_lines(exc.holder, clock()):
                 print(f"  {line}", file=sys.stderr)
         if as_json:
-            doc: dict[str, Any] = {"error": exc.message, "exit_code": exc.code}
-            if exc.code == EXIT_CONFLICT:
+            doc: dict[str, Any] = {"error": exc.message, "exit_code": int(exc.code)}
+            if exc.code == Exit.HELD:
                 doc["holder"] = _res_json(exc.holder, clock()) if exc.holder else None
             _print_json(doc)
-        return exc.code
+        return int(exc.code)
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,47 +146,6 @@ def _holder_lines(res: Reservation, now: float) -> list[str]:
     return lines
 
 
-def _timeout(args: argparse.Namespace, config: Config) -> float:
-    given = getattr(args, "timeout", None)
-    if given is not None:
-        return float(given)
-    return config.timing.connect_timeout + config.timing.call_timeout
-
-
-def _host_problem(fleet: Fleet, names: list[str]) -> str | None:
-    down = [
-        f"{s.name} ({s.host.error or 'no answer'})"
-        for n in names
-        if (s := fleet.sessions[n]).host.state in (HostState.UNREACHABLE, HostState.CONNECTING)
-    ]
-    return ", ".join(down) if down else None
-
-
-@contextlib.asynccontextmanager
-async def _fleet(
-    args: argparse.Namespace,
-    config: Config,
-    only: list[str] | None,
-    clock: Callable[[], float],
-) -> AsyncIterator[Fleet]:
-    from catkeeper.backend.fleet import Fleet, UnknownHost
-
-    try:
-        fleet = Fleet(
-            config, readonly=bool(getattr(args, "readonly", False)), only=only, clock=clock
-        )
-    except UnknownHost as exc:
-        raise _Exit(EXIT_USAGE, str(exc)) from None
-    await fleet.start()
-    try:
-        await fleet.wait_settled(_timeout(args, config))
-        yield fleet
-    finally:
-        # Bounded: a hung host's close must not hold up the answer.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.aclose(), 2)
-
-
 def _owner(args: argparse.Namespace, config: Config) -> str:
     """Who the command acts as: ``--owner``, else the configured owner or login name."""
     from catkeeper.config import current_user
@@ -231,37 +153,13 @@ def _owner(args: argparse.Namespace, config: Config) -> str:
     if args.owner is None:
         return current_user(config)
     if not args.owner.strip():
-        raise _Exit(EXIT_USAGE, "--owner: a reservation needs an owner")
+        raise CliError(Exit.USAGE, "--owner: a reservation needs an owner")
     return str(args.owner).strip()
-
-
-def _target(ref: str) -> list[str] | None:
-    host, sep, _name = ref.partition("/")
-    return [host] if sep else None  # a bare name may be on any host
-
-
-def _find(fleet: Fleet, ref: str) -> VM:
-    from catkeeper.backend.errors import NotFound
-
-    names = list(fleet.sessions)
-    try:
-        return fleet.find(ref)
-    except NotFound as exc:
-        down = _host_problem(fleet, names)
-        if down:
-            raise _Exit(EXIT_UNREACHABLE, f"{exc}; unreachable: {down}") from None
-        raise _Exit(EXIT_NOT_FOUND, str(exc)) from None
 
 
 async def _write(op: Callable[[], Awaitable[Change]], held_hint: str) -> Change:
     """Run a backend write, turning its errors into exit codes."""
-    from catkeeper.backend.errors import (
-        BackendError,
-        CallTimeout,
-        HostUnavailable,
-        NotFound,
-        ReadOnlyError,
-    )
+    from catkeeper.backend.errors import BackendError
     from catkeeper.backend.reservations import InvalidReservation, ReservationConflict
 
     try:
@@ -270,17 +168,11 @@ async def _write(op: Callable[[], Awaitable[Change]], held_hint: str) -> Change:
         message = str(exc)
         if exc.reason == "held" and held_hint:
             message += f" ({held_hint})"
-        raise _Exit(EXIT_CONFLICT, message, exc.holder) from None
-    except ReadOnlyError as exc:  # includes WriteDenied: libvirt said no
-        raise _Exit(EXIT_READONLY, str(exc)) from None
+        raise CliError(Exit.HELD, message, exc.holder) from None
     except InvalidReservation as exc:
-        raise _Exit(EXIT_USAGE, str(exc)) from None
-    except NotFound as exc:
-        raise _Exit(EXIT_NOT_FOUND, str(exc)) from None
-    except (HostUnavailable, CallTimeout) as exc:
-        raise _Exit(EXIT_UNREACHABLE, str(exc)) from None
+        raise CliError(Exit.USAGE, str(exc)) from None
     except BackendError as exc:
-        raise _Exit(EXIT_FAILED, str(exc)) from None
+        raise CliError(code_of(exc), str(exc)) from None
     return change
 
 
@@ -301,10 +193,10 @@ async def _reserve(args: argparse.Namespace, config: Config, clock: Callable[[],
         try:
             until = reservations.parse_until(args.until, now)
         except UntilError as exc:
-            raise _Exit(EXIT_USAGE, f"--until: {exc}") from None
+            raise CliError(Exit.USAGE, f"--until: {exc}") from None
     me = _owner(args, config)
-    async with _fleet(args, config, _target(args.ref), clock) as fleet:
-        vm = _find(fleet, args.ref)
+    async with open_fleet(args, config, only=hosts_named([args.ref], args), clock=clock) as fleet:
+        vm = find_vm(fleet, args.ref)
         change = await _write(
             lambda: reservations.reserve(
                 fleet,
@@ -321,7 +213,7 @@ async def _reserve(args: argparse.Namespace, config: Config, clock: Callable[[],
     now = clock()
     if getattr(args, "json", False):
         _print_json(_change_json(change, now))
-        return EXIT_OK
+        return Exit.OK
     after = change.after
     assert after is not None
     verb = {
@@ -333,7 +225,7 @@ async def _reserve(args: argparse.Namespace, config: Config, clock: Callable[[],
     if change.action == "took-over" and change.before is not None:
         line += f" (was {summary(change.before, now)})"
     print(line)
-    return EXIT_OK
+    return Exit.OK
 
 
 async def _release(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
@@ -341,8 +233,8 @@ async def _release(args: argparse.Namespace, config: Config, clock: Callable[[],
     from catkeeper.backend.reservations import summary
 
     me = _owner(args, config)
-    async with _fleet(args, config, _target(args.ref), clock) as fleet:
-        vm = _find(fleet, args.ref)
+    async with open_fleet(args, config, only=hosts_named([args.ref], args), clock=clock) as fleet:
+        vm = find_vm(fleet, args.ref)
         change = await _write(
             lambda: reservations.release(fleet, vm, force=args.force, me=me),
             "--force" if not args.force else "",
@@ -354,7 +246,7 @@ async def _release(args: argparse.Namespace, config: Config, clock: Callable[[],
         print(f"{change.ref} was not reserved; nothing to do")
     else:
         print(f"released {change.ref} (was {summary(change.before, now)})")
-    return EXIT_OK
+    return Exit.OK
 
 
 async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
@@ -369,23 +261,23 @@ async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], fl
         try:
             chosen = parse_filter(text, me=me)
         except FilterError as exc:
-            raise _Exit(EXIT_USAGE, f"--filter: {exc}") from None
+            raise CliError(Exit.USAGE, f"--filter: {exc}") from None
         matches = chosen.matches
-    async with _fleet(args, config, getattr(args, "host", None), clock) as fleet:
+    async with open_fleet(args, config, only=getattr(args, "host", None), clock=clock) as fleet:
         now = clock()
         vms = sorted(
             (vm for vm in fleet.vms() if vm.reservation is not None and matches(vm, now)),
             key=lambda v: (v.host, v.name),
         )
-        down = _host_problem(fleet, list(fleet.sessions))
+        down = unreachable(fleet)
     if getattr(args, "json", False):
         _print_json([_vm_json(vm.host, vm.name, vm.reservation, now) for vm in vms])
     else:
         _print_table(vms, now)
     if down:
         print(f"catkeeper: unreachable, not listed: {down}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    return EXIT_OK
+        return Exit.UNREACHABLE
+    return Exit.OK
 
 
 def _print_table(vms: list[VM], now: float) -> None:

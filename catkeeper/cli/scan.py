@@ -1,7 +1,7 @@
 """``catkeeper scan``: look for guest IPs now, print what was found, with source and age.
 
-``add_subcommands(subparsers)`` adds the ``scan`` sub-command to the main parser;
-``run(args, config)`` runs it and returns the exit code. Options use ``scan_*`` dests so they
+``add_arguments(parser, command)`` adds the verb's options; ``run(args, config)`` runs it and
+returns the exit code. ``HOST…`` limits it to those hosts. Options use ``scan_*`` dests so they
 never clobber the main parser's own ``--host``/``--json`` (argparse lets a sub-parser's
 defaults overwrite its parent's values); the main parser's ``--host`` and ``--json``
 are honoured too.
@@ -13,33 +13,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
+if TYPE_CHECKING:
+    from catkeeper.commands import Command
 
 
-def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``scan`` to an ``ArgumentParser.add_subparsers()`` object; returns its parser."""
-    p: argparse.ArgumentParser = subparsers.add_parser(
-        "scan",
-        help="look for guest IP addresses now (libvirt sources and sweeps)",
-        description=(
-            "Find every running guest's addresses: DHCP leases once per libvirt network, the "
-            "host's neighbour table in one command, the guest agent where its channel is "
-            "connected, per-VM libvirt calls only for what is left; then sweep each host's "
-            "subnets (ARP/ICMP with raw sockets here, else the neighbour table; on ssh "
-            "hosts, their neighbour table after a UDP poke). Prints every address with its "
-            "source and age, and per source how many calls were made and how long they took."
-        ),
+def add_arguments(p: argparse.ArgumentParser, _command: Command) -> None:
+    """The options of ``scan``."""
+    p.description = (
+        "Find every running guest's addresses: DHCP leases once per libvirt network, the "
+        "host's neighbour table in one command, the guest agent where its channel is "
+        "connected, per-VM libvirt calls only for what is left; then sweep each host's "
+        "subnets (ARP/ICMP with raw sockets here, else the neighbour table; on ssh "
+        "hosts, their neighbour table after a UDP poke). Prints every address with its "
+        "source and age, and per source how many calls were made and how long they took."
+    )
+    p.add_argument(
+        "scan_only",
+        nargs="*",
+        metavar="HOST",
+        help="only these hosts (same as --host)",
     )
     p.add_argument(
         "--host",
@@ -77,8 +78,6 @@ def add_subcommands(subparsers: Any) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="bound each host's scan (default 30)",
     )
-    p.set_defaults(command="scan")
-    return p
 
 
 def _age(seconds: float) -> str:
@@ -130,48 +129,45 @@ async def scan(
         subnets=subnets,
         progress=show,
     )
-    scanner.attach()
-    await fleet.start()
-    try:
-        await fleet.wait_settled(config.timing.connect_timeout + config.timing.call_timeout)
-        scans = await scanner.scan(libvirt=libvirt, sweep=sweep)
-        now = fleet.clock()
-        vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
-        doc: dict[str, Any] = {
-            "generated_at": now,
-            "config": config.source,
-            "hosts": [
-                {
-                    **s.to_json(),
-                    "state": fleet.session(s.host).host.state.value,
-                    "calls_by_source": summarize_calls(s.calls),
-                }
+    wait = config.timing.connect_timeout + config.timing.call_timeout
+    async with running(fleet, wait=wait, prepare=lambda _f: scanner.attach()):
+        try:
+            scans = await scanner.scan(libvirt=libvirt, sweep=sweep)
+            now = fleet.clock()
+            vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
+            doc: dict[str, Any] = {
+                "generated_at": now,
+                "config": config.source,
+                "hosts": [
+                    {
+                        **s.to_json(),
+                        "state": fleet.session(s.host).host.state.value,
+                        "calls_by_source": summarize_calls(s.calls),
+                    }
+                    for s in scans
+                ],
+                "vms": [
+                    {
+                        "ref": vm.ref,
+                        "uuid": vm.uuid,
+                        "state": vm.state.value,
+                        "macs": [n.mac for n in vm.nics],
+                        "best_ip": best_ip(vm),
+                        "ips": to_jsonable(vm.ips),
+                    }
+                    for vm in vms
+                ],
+                "unmatched": to_jsonable(scanner.book.unmatched(vms)),
+                "conflicts": to_jsonable(scanner.conflicts()),
+            }
+            down = any(
+                fleet.session(s.host).host.state is not HostState.UP
+                and fleet.session(s.host).host.state is not HostState.DEGRADED
                 for s in scans
-            ],
-            "vms": [
-                {
-                    "ref": vm.ref,
-                    "uuid": vm.uuid,
-                    "state": vm.state.value,
-                    "macs": [n.mac for n in vm.nics],
-                    "best_ip": best_ip(vm),
-                    "ips": to_jsonable(vm.ips),
-                }
-                for vm in vms
-            ],
-            "unmatched": to_jsonable(scanner.book.unmatched(vms)),
-            "conflicts": to_jsonable(scanner.conflicts()),
-        }
-        down = any(
-            fleet.session(s.host).host.state is not HostState.UP
-            and fleet.session(s.host).host.state is not HostState.DEGRADED
-            for s in scans
-        )
-    finally:
-        await scanner.aclose()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.aclose(), 2)
-    return doc, EXIT_UNREACHABLE if down else EXIT_OK
+            )
+        finally:
+            await scanner.aclose()
+    return doc, Exit.UNREACHABLE if down else Exit.OK
 
 
 def _call_lines(by_source: dict[str, Any]) -> list[str]:
@@ -246,17 +242,17 @@ def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] 
     from catkeeper.backend.fleet import UnknownHost
     from catkeeper.backend.ipscan.netinfo import SubnetError, check_subnet
 
-    hosts = args.scan_hosts or getattr(args, "host", None)
+    hosts = (args.scan_only + (args.scan_hosts or [])) or getattr(args, "host", None)
     subnets = args.scan_subnets
     for s in subnets or ():
         try:
             check_subnet(s)
         except SubnetError as exc:
             print(f"catkeeper scan: --subnet: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return Exit.USAGE
     if args.scan_timeout <= 0:
         print("catkeeper scan: --timeout must be positive", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     try:
         doc, code = asyncio.run(
             scan(
@@ -274,7 +270,7 @@ def run(args: argparse.Namespace, config: Config, *, clock: Callable[[], float] 
         )
     except UnknownHost as exc:
         print(f"catkeeper: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return Exit.USAGE
     if args.scan_json or getattr(args, "json", False):  # ``catkeeper --json scan`` too
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
     else:
