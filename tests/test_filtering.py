@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from catkeeper.cli import main
 from catkeeper.config import HostConfig
 from catkeeper.filtering import FilterError, haystack, parse_filter, tags_of
 from catkeeper.model import VM, Host, IpSighting, Nic, Reservation, VmState
-from tests.tui_support import FROZEN_NOW, fleet_config
+from tests.tui_support import FROZEN_NOW, fleet_config, make_app, names
 
 NOW = FROZEN_NOW
 
@@ -258,3 +259,30 @@ def test_filtering_imports_no_ui() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_the_tui_filter_bar_matches_host_tags(tmp_path: Path) -> None:
+    """The real app and its ``/`` bar: beta is tagged, alpha is not."""
+    config = fleet_config(tmp_path)
+    alpha, beta = config.hosts
+    config = dataclasses.replace(
+        config, hosts=(alpha, dataclasses.replace(beta, tags=("rack7", "gpu")))
+    )
+    app = make_app(config)
+    beta_vms = ["cache-01", "ci-runner", "web-03"]
+    cases = {
+        "tag:rack7": beta_vms,
+        "tag:GPU": beta_vms,
+        "rack7": beta_vms,  # a free word matches the host's tags
+        "!tag:gpu": ["build-01", "db-01", "web-01", "web-02"],
+        "tag:gpu state:running": ["cache-01", "ci-runner"],
+        "tag:nothing": [],
+    }
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle()
+        for text, expected in cases.items():
+            await pilot.press("slash")
+            app.fleet_screen.bar.input.value = ""
+            await pilot.press(*text)
+            assert names(app) == expected, text
+            await pilot.press("escape")
