@@ -206,7 +206,7 @@ def test_tags_do_not_join_fields() -> None:
 
 
 def test_tags_of_reads_config_and_model_hosts() -> None:
-    configured = [HostConfig(name="lab1", uri="test:///default", tags=("gpu",))]
+    configured = [HostConfig(name="lab1", uri="test:///nowhere.xml", tags=("gpu",))]
     assert tags_of(configured) == {"lab1": ("gpu",)}
     assert tags_of([Host("lab2", "x"), Host("lab3", "y", tags=("a", "b"))]) == {
         "lab2": (),
