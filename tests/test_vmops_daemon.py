@@ -12,7 +12,7 @@ import pytest
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import metadata
-from catkeeper.backend.vm import vmops
+from catkeeper.backend.vm import clone, vmops
 from catkeeper.model import Reservation
 from tests.daemons import unique_domain_name
 from tests.disk_patterns import reads_as, write_pattern
@@ -184,7 +184,7 @@ async def test_clone_that_fails_at_define_removes_the_volumes_it_made(
         lab.domain(name=name)  # someone else takes the name meanwhile, with another UUID
         return real_clone_xml(xml, name, paths)
 
-    monkeypatch.setattr(vmops, "clone_xml", racing_clone_xml)
+    monkeypatch.setattr(clone, "clone_xml", racing_clone_xml)  # where clone() looks it up
     with pytest.raises(ActionError) as info:
         await vmops.clone(fleet, vm, new)
     assert "removed the new volumes again" in str(info.value)
