@@ -114,6 +114,10 @@ def test_reserve_release_reservations(lab: Path) -> None:
         ["VM", "OWNER"],
         ["alpha/held", "alice"],
     ]
+    r = ck(lab, "reservations", "--expired")
+    assert (r.code, r.out) == (0, "no reserved VMs\n"), r.err
+    r = ck(lab, "reservations", "--mine", "--json")  # "me" is the login: not alice
+    assert (r.code, r.json()) == (0, []), r.err
     r = ck(lab, "reserve", "alpha/off", "--note", "x", "--until", "4h", "--owner", "bob")
     assert r.code == 0 and r.out.startswith("reserved alpha/off: bob until "), r.err
     r = ck(lab, "release", "alpha/held", "--owner", "bob")
@@ -149,8 +153,8 @@ def test_vnc_print_on_a_local_host_holds_until_interrupted(lab: Path) -> None:
         ("alpha/off", 1, "shutoff: start it"),
     ],
 )
-def test_vnc_failures(lab: Path, ref: str, code: int, message: str) -> None:
-    r = ck(lab, "vnc", ref, "--print")
+def test_console_failures(lab: Path, ref: str, code: int, message: str) -> None:
+    r = ck(lab, "console", ref, "--print")
     assert (r.code, r.out) == (code, ""), r.err
     assert message in r.err
 
@@ -161,6 +165,10 @@ def test_scan(lab: Path) -> None:
     rows = {v["ref"]: v for v in r.json()["vms"]}
     assert set(rows) == {"alpha/web", "alpha/off", "alpha/held"}
     assert rows["alpha/web"]["ips"] and not rows["alpha/off"]["ips"]
+    r = ck(lab, "scan", "alpha", "--no-sweep", "--json")  # HOST as a positional
+    assert r.code == 0 and [h["host"] for h in r.json()["hosts"]] == ["alpha"], r.err
+    r = ck(lab, "scan", "beta")
+    assert r.code == 2 and "no host named beta" in r.err
     r = ck(lab, "scan", "--timeout", "0")
     assert r.code == 2 and "--timeout must be positive" in r.err
 
@@ -184,25 +192,32 @@ def verbs_of(help_text: str) -> list[str]:
     return re.findall(r"^    (\w[\w-]*)\s", block, re.MULTILINE)
 
 
+def _strings(nodes: list[ast.expr]) -> set[str]:
+    return {
+        n.value
+        for arg in nodes
+        for n in ast.walk(arg)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+    }
+
+
 def runner_calls() -> list[tuple[str, set[str]]]:
-    """(file, string arguments) of every runner call in the test files, parametrize
-    argument lists included (their strings sit in the same test)."""
+    """(file, string arguments) of every runner call in the test files; a call inside a
+    parametrized test also carries the strings of its decorators (``ck(lab, *argv)``)."""
     calls = []
     for path in sorted(TESTS.glob("test_*.py")):
         tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call):
+        for func in ast.walk(tree):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
-            func = node.func
-            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
-            strings = {
-                n.value
-                for arg in node.args
-                for n in ast.walk(arg)
-                if isinstance(n, ast.Constant) and isinstance(n.value, str)
-            }
-            if name in RUNNERS:
-                calls.append((path.name, strings))
+            params = _strings(func.decorator_list)
+            for node in ast.walk(func):
+                if not isinstance(node, ast.Call):
+                    continue
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", "")
+                if name in RUNNERS:
+                    calls.append((path.name, _strings(node.args) | params))
     return calls
 
 

@@ -89,12 +89,14 @@ def _fail(message: str, code: int) -> int:
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
     from catkeeper.cli.headless import collect, dumps
-    from catkeeper.filtering import FilterError, parse_filter
+    from catkeeper.filtering import FilterError, parse_filter, tags_of
 
     vm_filter = None
     if args.filter is not None:
         try:
-            chosen = parse_filter(args.filter, me=current_user(config))
+            chosen = parse_filter(
+                args.filter, me=current_user(config), host_tags=tags_of(config.hosts)
+            )
         except FilterError as exc:
             return _fail(f"--filter: {exc}", Exit.USAGE)
         vm_filter = chosen.matches

@@ -220,10 +220,10 @@ def select(fleet: Fleet, refs: Sequence[str], filter_text: str | None, me: str) 
         vm = find_vm(fleet, ref)
         chosen.setdefault((vm.host, vm.uuid), vm)
     if filter_text is not None:
-        from catkeeper.filtering import FilterError, parse_filter
+        from catkeeper.filtering import FilterError, parse_filter, tags_of
 
         try:
-            wanted = parse_filter(filter_text, me=me)
+            wanted = parse_filter(filter_text, me=me, host_tags=tags_of(fleet.config.hosts))
         except FilterError as exc:
             raise CliError(Exit.USAGE, f"--filter: {exc}") from None
         now = fleet.clock()

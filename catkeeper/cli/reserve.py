@@ -81,6 +81,10 @@ def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
         p.add_argument("--force", action="store_true", help="release it even if it is not yours")
         p.add_argument("--owner", metavar="NAME", help="release as NAME (default: you)")
     else:
+        p.add_argument("--mine", action="store_true", help="only yours (owner:me)")
+        p.add_argument(
+            "--expired", action="store_true", help="only expired ones (reserved:expired)"
+        )
         p.add_argument(
             "--filter",
             metavar="TEXT",
@@ -252,14 +256,16 @@ async def _release(args: argparse.Namespace, config: Config, clock: Callable[[],
 async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
     from catkeeper.config import current_user
 
-    text = getattr(args, "filter", None)
+    terms = [getattr(args, "filter", None)]
+    terms += ["owner:me" if args.mine else None, "reserved:expired" if args.expired else None]
+    text = " ".join(t for t in terms if t) or None  # the grammar ANDs its terms
     me = current_user(config)
     matches: Callable[[VM, float], bool] = lambda _vm, _now: True  # noqa: E731
     if text is not None:
-        from catkeeper.filtering import FilterError, parse_filter
+        from catkeeper.filtering import FilterError, parse_filter, tags_of
 
         try:
-            chosen = parse_filter(text, me=me)
+            chosen = parse_filter(text, me=me, host_tags=tags_of(config.hosts))
         except FilterError as exc:
             raise CliError(Exit.USAGE, f"--filter: {exc}") from None
         matches = chosen.matches

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 def add_arguments(p: argparse.ArgumentParser, _command: Command) -> None:
     """The options of ``scan``."""
-    p.description = (
+    p.description = f"{p.description} " + (
         "Find every running guest's addresses: DHCP leases once per libvirt network, the "
         "host's neighbour table in one command, the guest agent where its channel is "
         "connected, per-VM libvirt calls only for what is left; then sweep each host's "
