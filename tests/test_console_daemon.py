@@ -1,8 +1,8 @@
 """Consoles for real: qemu's VNC server, catkeeper's ssh tunnels, a real TigerVNC viewer on
-a real Xvfb, the serial console of a guest that writes to COM1, and ``catkeeper vnc``.
+a real Xvfb, and the serial console of a guest that writes to COM1.
 
 The ssh host is this machine through the ``sshd`` fixture; the viewer runs on an Xvfb the
-test starts on a free display (``-displayfd``) and ends by PID.
+test starts on a free display (``-displayfd``) and ends by PID (tests/console_support.py).
 """
 
 from __future__ import annotations
@@ -12,12 +12,8 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import stat
 import struct
-import subprocess
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import libvirt
@@ -25,158 +21,27 @@ import pytest
 
 from catkeeper.backend.console.plan import Route
 from catkeeper.backend.console.serial import SerialConsole, SerialError
-from catkeeper.backend.console.viewer import Console, ConsoleError, Consoles
+from catkeeper.backend.console.viewer import ConsoleError, Consoles
 from catkeeper.backend.fleet import Fleet
-from catkeeper.config import Config, HostConfig, SshSettings, Timing
-from catkeeper.model import HostState
-from tests.cli_support import cli_env, end, start_catkeeper
+from catkeeper.config import Config, HostConfig
+from tests.console_support import (
+    TIGER,
+    TIMING,
+    VNC_PASSWORD,
+    WAIT,
+    define,
+    fleet_fixture,  # noqa: F401 - the fleet fixture
+    listening_on,
+    open_console,
+    refused,
+    until,
+    vnc_clients,
+    with_graphics,
+    xvfb_fixture,  # noqa: F401 - the xvfb fixture
+)
 from tests.daemons import DomainFactory, SshServer, rfb_banner, tcg_domain_xml, unique_domain_name
-from tests.environment import require_tools
 
 pytestmark = pytest.mark.daemon
-
-TIMING = Timing(connect_timeout=8, call_timeout=10, refresh_interval=0, backoff_initial=0.2)
-TIGER = ("xtigervncviewer", "{host}::{port}")
-VNC_PASSWORD = "Kp9vQz2m"  # libvirt allows 8 characters, as VNC uses
-# The bound of every wait below. What it waits for takes a second or two on an idle machine;
-# the bound is there only to end a hang, so a loaded 2-core machine still passes.
-WAIT = 60.0
-
-
-# ---------------------------------------------------------------------------------------
-# Fixtures: Xvfb, an ssh fleet, special domains
-
-
-@pytest.fixture
-def xvfb() -> Iterator[str]:
-    """A private X server; yields its DISPLAY (":N"), ended by PID afterwards."""
-    require_tools("Xvfb", "xtigervncviewer", root=False)
-    read_end, write_end = os.pipe()
-    proc = subprocess.Popen(
-        # -displayfd: the server picks a free display and writes its number when ready;
-        # -noreset: it would otherwise rewrite it (to our closed pipe) after each reset.
-        [
-            "Xvfb",
-            "-displayfd",
-            str(write_end),
-            "-nolisten",
-            "tcp",
-            "-noreset",
-            "-screen",
-            "0",
-            "1024x768x24",
-        ],
-        pass_fds=(write_end,),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    os.close(write_end)
-    try:
-        number = b""
-        deadline = time.monotonic() + 15
-        while not number.endswith(b"\n") and time.monotonic() < deadline:
-            chunk = os.read(read_end, 16)
-            if not chunk:
-                break
-            number += chunk
-        if not number.strip():
-            pytest.fail("Xvfb did not report a display")
-        yield f":{number.decode().strip()}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        os.close(read_end)
-
-
-def ssh_config(sshd: SshServer, *, viewer: tuple[str, ...] | None = TIGER) -> Config:
-    host = HostConfig(
-        name="viassh",
-        uri="qemu:///system",
-        ssh=SshSettings(
-            host="127.0.0.1",
-            user="root",
-            port=sshd.port,
-            key=str(sshd.client_key),
-            known_hosts=str(sshd.known_hosts),
-        ),
-    )
-    return Config(hosts=(host,), source="<test>", timing=TIMING, viewer=viewer)
-
-
-@pytest.fixture
-async def fleet(sshd: SshServer) -> AsyncIterator[Fleet]:
-    f = Fleet(ssh_config(sshd))
-    await f.start()
-    assert await f.wait_settled(30)
-    assert f.session("viassh").host.state is HostState.UP, f.session("viassh").host.error
-    yield f
-    await f.aclose()
-
-
-def define(factory: DomainFactory, xml: str, *, start: bool = True) -> libvirt.virDomain:
-    """Define (and start) a domain from our own XML; the factory removes it afterwards."""
-    dom = factory.conn.defineXML(xml)
-    factory.domains.append(dom)
-    if start:
-        dom.create()
-    return dom
-
-
-def with_graphics(graphics_xml: str) -> str:
-    return tcg_domain_xml(unique_domain_name()).replace(
-        "<graphics type='vnc' autoport='yes' listen='127.0.0.1'/>", graphics_xml
-    )
-
-
-def vnc_clients(dom: libvirt.virDomain) -> int:
-    """Clients qemu's VNC server has right now (HMP ``info vnc``)."""
-    out = subprocess.run(
-        ["virsh", "-c", "qemu:///system", "qemu-monitor-command", dom.name(), "--hmp", "info vnc"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        check=True,
-    ).stdout
-    return out.count("Client:")
-
-
-async def until(check: Callable[[], bool], timeout: float, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
-def listening_on(port: int) -> set[str]:
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            addr, hexport = fields[1].split(":")
-            if int(hexport, 16) == port and fields[3] == "0A":
-                found.add(addr)
-    return found
-
-
-async def open_console(consoles: Consoles, fleet: Fleet, dom: libvirt.virDomain) -> Console:
-    session = fleet.session("viassh")
-    vm = await session.refresh_domain(dom.UUIDString())
-    assert vm is not None
-    return await consoles.open(session, vm)
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,84 +268,3 @@ async def test_serial_console_streams_guest_output_over_ssh(
         assert all(isinstance(c, str) for c in rest)
     finally:
         await serial.aclose()
-
-
-# ---------------------------------------------------------------------------------------
-# ``catkeeper vnc``: the installed script, as a user runs it (tests/cli_support.py)
-
-
-def ssh_config_file(path: Path, sshd: SshServer, *, viewer: str = "") -> Path:
-    path.write_text(
-        "hosts:\n"
-        "  - name: viassh\n"
-        "    ssh:\n"
-        "      host: 127.0.0.1\n"
-        "      user: root\n"
-        f"      port: {sshd.port}\n"
-        f"      key: {sshd.client_key}\n"
-        f"      known_hosts: {sshd.known_hosts}\n" + viewer
-    )
-    return path
-
-
-async def test_cli_print_holds_the_tunnel_until_interrupted(
-    sshd: SshServer, tcg_domain: DomainFactory, tmp_path: Path
-) -> None:
-    dom = tcg_domain(start=True)
-    cfg = ssh_config_file(tmp_path / "config.yaml", sshd)
-    proc = await start_catkeeper(
-        "--config", str(cfg), "vnc", f"viassh/{dom.name()}", "--print", cwd=tmp_path
-    )
-    try:
-        assert proc.stdout is not None
-        first = await asyncio.wait_for(proc.stdout.readline(), WAIT)
-        assert first.startswith(b"endpoint 127.0.0.1:"), first
-        port = int(first.split(b":")[-1])
-        assert await asyncio.to_thread(rfb_banner, port) == b"RFB 003.008\n"
-        rest = await asyncio.wait_for(proc.stdout.readuntil(b"Ctrl-C closes the tunnel.\n"), WAIT)
-        assert b"ssh      ssh -N -L" in rest
-        assert proc.returncode is None  # it holds the tunnel until told
-        assert sshd.connections() == 1
-        proc.send_signal(signal.SIGINT)
-        assert await asyncio.wait_for(proc.wait(), WAIT) == 0
-        assert await asyncio.to_thread(refused, port)
-    finally:
-        await end(proc)
-
-
-async def test_cli_starts_the_viewer_through_the_tunnel_and_reports_its_failure(
-    sshd: SshServer, tcg_domain: DomainFactory, tmp_path: Path, xvfb: str
-) -> None:
-    """Without --print and with a display: the configured viewer starts, connects through
-    the ssh tunnel, and when it dies catkeeper says so (exit 1) and closes the tunnel."""
-    dom = tcg_domain(start=True)
-    cfg = ssh_config_file(
-        tmp_path / "config.yaml", sshd, viewer='viewer: [xtigervncviewer, "{host}::{port}"]\n'
-    )
-    proc = await start_catkeeper(
-        "--config",
-        str(cfg),
-        "vnc",
-        f"viassh/{dom.name()}",
-        cwd=tmp_path,
-        env=cli_env(tmp_path / "state", display=xvfb),
-    )
-    try:
-        assert proc.stderr is not None
-        line = (await asyncio.wait_for(proc.stderr.readline(), WAIT)).decode()
-        # catkeeper vnc: viewer pid N → 127.0.0.1:PORT (target)
-        assert line.startswith("catkeeper vnc: viewer pid "), line
-        pid = int(line.split()[4])
-        port = int(line.split()[6].rsplit(":", 1)[1])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[:2] == [b"xtigervncviewer", f"127.0.0.1::{port}".encode()]
-        await until(lambda: vnc_clients(dom) == 1, WAIT, "qemu sees the viewer")
-        assert proc.returncode is None  # it waits for the viewer
-        os.kill(pid, signal.SIGKILL)
-        assert await asyncio.wait_for(proc.wait(), WAIT) == 1
-        err = (await proc.stderr.read()).decode()
-        assert "catkeeper vnc: viewer xtigervncviewer exited with -9" in err
-        assert await asyncio.to_thread(refused, port)
-        await until(lambda: vnc_clients(dom) == 0, WAIT, "qemu sees the client go")
-    finally:
-        await end(proc)
