@@ -1,0 +1,151 @@
+"""What one round of reading a host costs on its worker thread: the bulk calls, the XML.
+
+These functions run on the host's own threads (never on the event loop) and return plain
+data, so that a warm refresh in which nothing changed costs the loop no per-VM work.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import libvirt
+
+from catkeeper.backend.inventory import StaticInfo, parse_domain_xml
+from catkeeper.model import Capacity, VmState
+
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE
+    | libvirt.VIR_DOMAIN_STATS_VCPU
+    | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+
+# libvirt's state codes, looked up once rather than through the enum per VM per refresh.
+_STATES = tuple(VmState.from_libvirt(code) for code in range(len(VmState)))
+# What a warm refresh compares per domain: (state code, autostart, persistent, live vCPUs,
+# live balloon). Equal signatures mean the row cannot have changed.
+Signature = tuple[int, bool, bool, Any, Any]
+
+
+def _state(code: int) -> VmState:
+    return _STATES[code] if 0 <= code < len(_STATES) else VmState.NOSTATE
+
+
+@dataclass
+class Bulk:
+    """One round of the bulk calls: everything but the per-domain XML.
+
+    ``changed`` lists the domains whose signature differs from the ``previous`` one the
+    read was given (new domains included), worked out on the worker thread so that a warm
+    refresh in which nothing changed costs the event loop no per-VM work. ``domains`` holds
+    the handles of the changed ones only: the others are freed on the worker thread, where
+    the read made them (freeing 500 handles on the loop after every refresh of a 500-VM
+    host cost the loop ~1 % of a core at 20 such hosts).
+    """
+
+    uuids: list[str]
+    states: dict[str, VmState]
+    stats: dict[str, dict[str, Any]]
+    autostart: set[str]
+    persistent: set[str]
+    capacity: Capacity
+    latency_ms: float
+    hypervisor: str
+    libvirt_version: str
+    domains: dict[str, Any] = field(repr=False, default_factory=dict)
+    signatures: dict[str, Signature] = field(repr=False, default_factory=dict)
+    changed: list[str] = field(default_factory=list)
+
+
+def _version_text(v: int) -> str:
+    return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
+
+
+def read_bulk(conn: libvirt.virConnect, previous: dict[str, Signature] | None = None) -> Bulk:
+    """The bulk calls: one stats call lists every domain (active or not) with its handle.
+
+    Autostart and transient domains are the short lists (persistent = all but transient),
+    so a refresh makes one domain handle per VM, not three (6.3 → 2.6 ms of CPU per
+    500-VM host).
+    """
+    started = time.perf_counter()
+    info = conn.getInfo()
+    latency = (time.perf_counter() - started) * 1000
+    try:
+        free: int | None = conn.getFreeMemory() // 1024
+    except libvirt.libvirtError:
+        free = None
+    autostart = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    }
+    transient = {
+        d.UUIDString() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT)
+    }
+    stats: dict[str, dict[str, Any]] = {}
+    states: dict[str, VmState] = {}
+    by_uuid: dict[str, Any] = {}
+    signatures: dict[str, Signature] = {}
+    changed: list[str] = []
+    old = previous or {}
+    for dom, record in conn.getAllDomainStats(_STATS, 0):
+        uuid = dom.UUIDString()
+        stats[uuid] = record
+        code = int(record.get("state.state", 0))
+        states[uuid] = _state(code)
+        signature = (
+            code,
+            uuid in autostart,
+            uuid not in transient,
+            record.get("vcpu.current"),
+            record.get("balloon.current"),
+        )
+        signatures[uuid] = signature
+        if old.get(uuid) != signature:
+            changed.append(uuid)
+            by_uuid[uuid] = dom
+    return Bulk(
+        uuids=list(signatures),
+        states=states,
+        stats=stats,
+        autostart=autostart,
+        persistent=signatures.keys() - transient,
+        capacity=Capacity(cpus=int(info[2]), memory_kib=int(info[1]) * 1024, free_memory_kib=free),
+        latency_ms=round(latency, 2),
+        hypervisor=conn.getType(),
+        libvirt_version=_version_text(conn.getLibVersion()),
+        domains=by_uuid,
+        signatures=signatures,
+        changed=changed,
+    )
+
+
+def read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | BaseException]:
+    """Domain XML → parsed static info, one entry per domain (errors are data)."""
+    flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+    out: dict[str, StaticInfo | BaseException] = {}
+    for dom in domains:
+        uuid = dom.UUIDString()
+        try:
+            # The secure XML only tells whether a VNC password exists; parse_domain_xml
+            # keeps nothing of the password itself.
+            out[uuid] = parse_domain_xml(dom.XMLDesc(flags), secure=secure)
+        except libvirt.libvirtError as exc:
+            out[uuid] = exc
+    return out
+
+
+def read_one(conn: libvirt.virConnect, uuid: str, secure: bool) -> tuple[Any, ...] | None:
+    """Everything about one domain, or None when it no longer exists."""
+    try:
+        dom = conn.lookupByUUIDString(uuid)
+        info = parse_domain_xml(
+            dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE if secure else 0), secure=secure
+        )
+        state = VmState.from_libvirt(dom.state()[0])
+        return info, state, bool(dom.autostart()), bool(dom.isPersistent())
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise

@@ -1,0 +1,296 @@
+"""One libvirt host: its inventory, kept fresh by events and warm refreshes.
+
+The connection (lifecycle, backoff, calls, the ConnGuard that keeps a connection alive
+while calls use it) is ``HostConnection`` in connection.py; the worker-thread reads are in
+reads.py. This module turns those reads into VMs and events for the listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import libvirt
+
+from catkeeper.backend.errors import describe
+from catkeeper.backend.events import (
+    DomainEvent,
+    InventoryLoaded,
+    Listener,
+    VmChanged,
+    VmRemoved,
+)
+from catkeeper.backend.host.connection import HostConnection
+from catkeeper.backend.host.reads import Bulk, Signature, read_bulk, read_one, read_xml
+from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
+from catkeeper.backend.memory import release_freed_memory
+from catkeeper.backend.worker import ThreadBudget
+from catkeeper.config import HostConfig, Timing
+from catkeeper.model import VM, HostState, VmState
+
+log = logging.getLogger(__name__)
+
+# Events that change nothing the inventory shows; they are only passed on.
+_PASS_ONLY = {libvirt.VIR_DOMAIN_EVENT_ID_REBOOT}
+# How long to gather a burst of events for one domain before re-reading it.
+_EVENT_COALESCE_S = 0.05
+
+
+class HostSession(HostConnection):
+    def __init__(
+        self,
+        cfg: HostConfig,
+        timing: Timing,
+        *,
+        readonly: bool,
+        emit: Listener,
+        clock: Callable[[], float] = time.time,
+        budget: ThreadBudget | None = None,
+    ) -> None:
+        super().__init__(cfg, timing, readonly=readonly, emit=emit, clock=clock, budget=budget)
+        self._static: dict[str, StaticInfo] = {}
+        # The last bulk read's per-domain signatures, applied in full (see Bulk).
+        self._signatures: dict[str, Signature] = {}
+        self._pending: set[str] = set()
+        self._flush_scheduled = False
+        # Adds what other sources know (IP sightings) to every VM this session builds.
+        self.decorate: Callable[[VM], VM] | None = None
+        self._degraded_reason: str | None = None
+
+    # ---- inventory ------------------------------------------------------------------------
+
+    async def _read_xml_parallel(self, bulk: Bulk, uuids: list[str]) -> dict[str, StaticInfo]:
+        """Domain XML for these UUIDs, spread over the host's threads."""
+        if not uuids:
+            return {}
+        threads = max(1, self.timing.workers_per_host)
+        chunks = [uuids[i::threads] for i in range(threads) if uuids[i::threads]]
+        secure = not self.readonly
+        results = await asyncio.gather(
+            *(
+                self._submit(
+                    read_xml,
+                    [bulk.domains[u] for u in chunk],
+                    secure,
+                    timeout=self.timing.call_timeout,
+                    what="reading domain XML",
+                )
+                for chunk in chunks
+            )
+        )
+        infos: dict[str, StaticInfo] = {}
+        failures: list[str] = []
+        for part in results:
+            for uuid, value in part.items():
+                if isinstance(value, StaticInfo):
+                    infos[uuid] = value
+                elif not (
+                    isinstance(value, libvirt.libvirtError)
+                    and value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+                ):
+                    failures.append(f"{uuid}: {describe(value)}")
+        if failures:
+            self._degraded_reason = f"{len(failures)} domain(s) unreadable: {failures[0]}"
+        return infos
+
+    def _vm_from(self, uuid: str, info: StaticInfo, bulk: Bulk, now: float) -> VM:
+        return self._decorated(
+            build_vm(
+                self.name,
+                info,
+                state=bulk.states.get(uuid, VmState.NOSTATE),
+                autostart=uuid in bulk.autostart,
+                persistent=uuid in bulk.persistent,
+                stats=bulk.stats.get(uuid),
+                now=now,
+            )
+        )
+
+    async def _cold_load(self) -> None:
+        self._degraded_reason = None
+        self._signatures = {}
+        bulk = await self.call(read_bulk, what="listing domains")
+        infos = await self._read_xml_parallel(bulk, bulk.uuids)
+        now = self._clock()
+        self._static = infos
+        self.vms = {u: self._vm_from(u, i, bulk, now) for u, i in infos.items()}
+        self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
+        self._host_answered(bulk, now)
+        self._signatures = self._applied(bulk, (u for u in bulk.uuids if u not in infos))
+        handles, bulk.domains = bulk.domains, {}
+
+        def release() -> None:
+            # Off the loop: freeing every domain handle (the GIL is dropped and taken back
+            # once per handle) and trimming a large heap take milliseconds.
+            handles.clear()
+            release_freed_memory()
+
+        with contextlib.suppress(Exception):
+            await self._submit(release, timeout=self.timing.call_timeout, what="trimming memory")
+
+    @staticmethod
+    def _applied(bulk: Bulk, unread: Iterable[str]) -> dict[str, Signature]:
+        """The signatures to compare the next refresh with: a domain whose XML could not be
+        read is left out, so that the next refresh tries it again."""
+        signatures = bulk.signatures
+        for uuid in unread:
+            signatures.pop(uuid, None)
+        return signatures
+
+    async def _warm_refresh(self) -> None:
+        self._degraded_reason = None
+        bulk = await self.call(lambda c: read_bulk(c, self._signatures), what="refreshing")
+        now = self._clock()
+        # Only what the worker saw change: with nothing changed, no per-VM work here.
+        new = [u for u in bulk.changed if u not in self._static]
+        read = await self._read_xml_parallel(bulk, new)
+        self._static.update(read)
+        for uuid in self.vms.keys() - bulk.signatures.keys():
+            del self.vms[uuid]
+            self._static.pop(uuid, None)
+            self._emit(VmRemoved(self.name, uuid))
+        for uuid in bulk.changed:
+            info = self._static.get(uuid)
+            if info is None:
+                continue
+            old = self.vms.get(uuid)
+            # Most refreshes change nothing: compare the few live figures before building
+            # anything, so 10,000 VMs cost the event loop milliseconds, not half a second.
+            state = bulk.states.get(uuid, VmState.NOSTATE)
+            if (
+                old is not None
+                and not old.stale
+                and old.state == state
+                and old.autostart == (uuid in bulk.autostart)
+                and old.persistent == (uuid in bulk.persistent)
+                and (old.vcpus, old.memory_kib) == live_figures(info, state, bulk.stats.get(uuid))
+            ):
+                continue
+            vm = self._vm_from(uuid, info, bulk, now)
+            if old != vm:  # updated_at does not take part in equality
+                self.vms[uuid] = vm
+                self._emit(VmChanged(vm))
+        self._host_answered(bulk, now)
+        self._signatures = self._applied(bulk, (u for u in new if u not in read))
+
+    def _host_answered(self, bulk: Bulk, now: float) -> None:
+        reason = self._degraded_reason
+        self._set_host(
+            state=HostState.DEGRADED if reason else HostState.UP,
+            error=reason,
+            error_since=(self.host.error_since or now) if reason else None,
+            last_ok_at=now,
+            latency_ms=bulk.latency_ms,
+            capacity=bulk.capacity,
+            vm_count=len(self.vms),
+            hypervisor=bulk.hypervisor,
+            libvirt_version=bulk.libvirt_version,
+        )
+
+    async def _watch(self) -> None:
+        """Keep the inventory fresh until the connection is lost."""
+        interval = self.timing.refresh_interval
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
+            if self._lost.is_set():
+                self._go_unreachable(self._lost_reason)
+                return
+            try:
+                await self._warm_refresh()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self._set_host(
+                    state=HostState.DEGRADED,
+                    error=describe(exc),
+                    error_since=self.host.error_since or self._clock(),
+                )
+                if failures >= 2:  # two bounded calls in a row failed: start afresh
+                    self._go_unreachable(describe(exc))
+                    return
+
+    # ---- events --------------------------------------------------------------------------
+
+    def _on_domain_event(
+        self, generation: int, uuid: str, event_id: int, args: tuple[Any, ...]
+    ) -> None:
+        if generation != self._generation:
+            return
+        self._emit(DomainEvent(self.name, uuid, event_id, args))
+        if event_id in _PASS_ONLY:
+            return
+        self._pending.add(uuid)
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_later(_EVENT_COALESCE_S, self._start_flush)
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        uuids, self._pending = self._pending, set()
+        if self._loop is not None and uuids:
+            self._loop.create_task(self._refresh_domains(uuids))
+
+    async def _refresh_domains(self, uuids: Iterable[str]) -> None:
+        for uuid in uuids:
+            try:
+                await self.refresh_domain(uuid)
+            except Exception as exc:
+                log.info(
+                    "host %s: refreshing %s after an event: %s", self.name, uuid, describe(exc)
+                )
+
+    async def refresh_domain(self, uuid: str) -> VM | None:
+        """Re-read one domain now; returns its new state, None when it is gone."""
+        secure = not self.readonly
+        got = await self.call(lambda c: read_one(c, uuid, secure), what="reading a domain")
+        if got is None:
+            if self.vms.pop(uuid, None) is not None:
+                self._static.pop(uuid, None)
+                self._emit(VmRemoved(self.name, uuid))
+                self._set_host(vm_count=len(self.vms))
+            return None
+        info, state, autostart, persistent = got
+        self._static[uuid] = info
+        old = self.vms.get(uuid)
+        vm = build_vm(
+            self.name,
+            info,
+            state=state,
+            autostart=autostart,
+            persistent=persistent,
+            stats=None,
+            now=self._clock(),
+        )
+        vm = self._decorated(vm)
+        if old is not None and old.state == state and state.is_active:
+            # Per-domain reads carry no stats; keep the live figures the last bulk call saw.
+            vm = dataclasses.replace(vm, vcpus=old.vcpus, memory_kib=old.memory_kib)
+        self.vms[uuid] = vm
+        if old is None:
+            self._set_host(vm_count=len(self.vms))
+        if old != vm:
+            self._emit(VmChanged(vm))
+        return vm
+
+    # ---- decoration ----------------------------------------------------------------------
+
+    def _decorated(self, vm: VM) -> VM:
+        return self.decorate(vm) if self.decorate is not None else vm
+
+    def redecorate(self, where: Callable[[VM], bool] | None = None) -> None:
+        """Apply ``decorate`` again to every VM (or those ``where`` picks), after new IP
+        sightings, say; emit changes."""
+        for uuid, vm in list(self.vms.items()):
+            if where is not None and not where(vm):
+                continue
+            new = self._decorated(vm)
+            if new != vm:
+                self.vms[uuid] = new
+                self._emit(VmChanged(new))
