@@ -12,6 +12,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from catkeeper.commands import get
 from catkeeper.config import Config, GracefulStop, HostConfig
 from catkeeper.screens.confirm import ConfirmScreen
 from tests.daemons import DomainFactory
@@ -119,7 +120,7 @@ async def test_a_failing_action_becomes_a_toast_with_libvirts_message(tmp_path: 
         await app.wait_idle()
         real = app.store.vms[key_of(app, "build-01")]
         ghost = dataclasses.replace(real, uuid="00000000-0000-0000-0000-000000000000")
-        app.run_lifecycle("start", vms=[ghost])
+        app.lifecycle.run(get("start"), [ghost])
         await until(lambda: bool(app._notifications), what="a toast")
         message = next(iter(app._notifications)).message
         assert message.startswith("start alpha/build-01: ")
@@ -205,7 +206,7 @@ async def test_graceful_stop_escalates_with_a_countdown(tcg_domain: DomainFactor
             progress = table._progress.get(key)
             if progress is not None and progress.stage not in stages:
                 stages.append(progress.stage)
-            return state_of(app, name) == "shutoff" and key not in app.stops
+            return state_of(app, name) == "shutoff" and key not in app.lifecycle.stops
 
         await until(seen, timeout=30, what="the VM forced off")
         assert stages[:2] == ["acpi", "ctrl-alt-del"]
@@ -228,7 +229,7 @@ async def test_graceful_stop_can_be_cancelled_or_forced(tcg_domain: DomainFactor
         row = table.render_line(1 + table.cursor_row - round(table.scroll_y)).text
         assert "acpi 6" in row  # the countdown, 60 s or just under
         await pilot.press("C")
-        await until(lambda: key not in app.stops, what="the stop cancelled")
+        await until(lambda: key not in app.lifecycle.stops, what="the stop cancelled")
         assert any("cancelled" in n.message for n in app._notifications)
         assert state_of(app, name) == "running"
 

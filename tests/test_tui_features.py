@@ -182,14 +182,14 @@ async def test_readonly_refuses_every_change(tmp_path: Path) -> None:
             b.binding.description for b in app.active_bindings.values() if b.binding.show
         )
         assert "Reserve" not in footer and "Start" not in footer
-        assert "Console" in footer  # looking is fine
+        assert "Open console" in footer  # looking is fine
         for command in ("rename build-99", "clone build-99", "reserve", "delete"):
             await pilot.press("colon", *command, "enter")
             await pilot.pause()
             assert app.screen is app.fleet_screen, command
         refused = [m for m in _toasts(app) if m.startswith("read-only mode")]
         assert len(refused) == 4, _toasts(app)
-        texts = [text for text, _help, _cb in FleetCommands(app.screen, None)._commands()]
+        texts = [text for text, _help, _msg in FleetCommands(app.screen, None).entries()]
         assert "Find IPs of VM" in texts
         assert not {"Reserve VM…", "Delete VM…", "Edit XML", "New VM…"} & set(texts)
 
@@ -382,10 +382,10 @@ async def test_help_and_palette_list_the_new_actions(tmp_path: Path) -> None:
         for key, what in (
             ("r", "Reserve"),
             ("R", "Release reservation"),
-            ("v", "Console"),
+            ("v", "Open console"),
             ("c", "Serial console"),
-            ("i", "Find IPs of the VM"),
-            ("I", "Find IPs on its host"),
+            ("i", "Find IPs of VM"),
+            ("I", "Find IPs on host"),
             ("e", "Edit XML"),
             ("n", "New VM"),
             ("^d", "Delete VM"),
@@ -399,7 +399,7 @@ async def test_help_and_palette_list_the_new_actions(tmp_path: Path) -> None:
             )
         assert ":rename NEWNAME" in text and ":clone NEWNAME" in text
         await pilot.press("escape")
-        texts = [text for text, _help, _cb in FleetCommands(app.screen, None)._commands()]
+        texts = [text for text, _help, _msg in FleetCommands(app.screen, None).entries()]
         for entry in (
             "Reserve VM…",
             "Release reservation",

@@ -371,8 +371,8 @@ async def test_readonly_hides_and_refuses_actions(tmp_path: Path) -> None:
         await pilot.pause(0.3)
         assert table.vm(key_of(app, "build-01")).state.value == "shutoff"  # type: ignore[union-attr]
         footer_keys = {b.binding.action for b in app.active_bindings.values() if b.enabled}
-        assert "lifecycle('start')" not in footer_keys
-        app.run_lifecycle("start")  # e.g. from the palette or :start
+        assert "command('start')" not in footer_keys
+        app.action_command("start")  # e.g. from the palette or :start
         await pilot.pause()
         assert any("read-only" in n.message for n in app._notifications)
         assert "READ-ONLY" in str(app.fleet_screen.status.render())

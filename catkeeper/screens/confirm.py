@@ -6,6 +6,7 @@ colleague's machine without being told whose it is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import ClassVar
 
@@ -20,6 +21,25 @@ from catkeeper.model import VM
 from catkeeper.widgets import format as fmt
 
 _LISTED = 8  # more than this and the dialog says "and N more"
+
+
+def holder(vm: VM, me: str, now: float) -> str | None:
+    """Who else holds an active reservation of ``vm`` (None: nobody, or it is ``me``'s)."""
+    res = vm.reservation
+    if res is None or res.owner == me or res.is_expired(now):
+        return None
+    return res.owner
+
+
+def held_question(verb: str, vm: VM, now: float) -> str:
+    """ "lab1/web is reserved by alice until Fri 12 Dec 18:00 — start it anyway?" """
+    res = vm.reservation
+    assert res is not None
+    if res.until is None:
+        ends = " with no end set"
+    else:
+        ends = " until " + time.strftime("%a %d %b %H:%M", time.localtime(res.until))
+    return f"{vm.ref} is reserved by {res.owner}{ends} — {verb.lower()} it anyway?"
 
 
 def held_text(vms: Sequence[VM], now: float) -> Text:

@@ -18,12 +18,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-from textual.worker import Worker
+from textual.worker import Worker, WorkerState
 
 from catkeeper.backend.ipscan.book import MAC_ON_TWO_HOSTS, IpConflict
 from catkeeper.backend.ipscan.results import normalize_mac
 from catkeeper.model import VM, Host, IpSighting, VmState
-from catkeeper.screens.messages import FleetUpdated, StopProgressed
+from catkeeper.screens.messages import FleetUpdated, StopProgressed, WorkerFailed
 from catkeeper.widgets import format as fmt
 
 XmlFetcher = Callable[[VM], Awaitable[str]]
@@ -132,7 +132,8 @@ def describe_vm(
         if r.note:
             res.add_row("Note", r.note)
         if r.since is not None:
-            res.add_row("Since", f"{fmt.clock_time(r.since)} ({fmt.duration(now - r.since)} ago)")
+            since = fmt.moment(r.since, now)
+            res.add_row("Since", f"{since} ({fmt.duration(now - r.since)} ago)")
         until = fmt.until(r, now)
         if r.until is not None:
             until = f"{fmt.clock_time(r.until)} ({until})"
@@ -200,8 +201,7 @@ class DetailScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("x", "toggle_xml", "Domain XML"),
-        Binding("ctrl+s", "snapshots", "Snapshots", key_display="^s"),
-    ]
+    ]  # ^s (snapshots) and the VM actions are the command table's: app bindings
 
     def __init__(
         self,
@@ -230,10 +230,8 @@ class DetailScreen(Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # Worker.StateChanged does not bubble: hand it to the app's one error router.
-        from catkeeper.app import CatkeeperApp
-
-        if isinstance(self.app, CatkeeperApp):
-            self.app.on_worker_state_changed(event)
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            self.post_message(WorkerFailed(event.worker.error, event.worker.name))
 
     def compose(self) -> ComposeResult:
         yield Static(id="title")
@@ -284,12 +282,6 @@ class DetailScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
-
-    def action_snapshots(self) -> None:
-        from catkeeper.app import CatkeeperApp
-
-        if isinstance(self.app, CatkeeperApp):
-            self.app.open_snapshots(self.vm)
 
     def action_toggle_xml(self) -> None:
         self.toggle_class("-xml")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,18 +11,21 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
-from textual.worker import Worker
+from textual.worker import Worker, WorkerState
 
-from catkeeper.filtering import MATCH_ALL, FilterError, parse_filter
+from catkeeper.filtering import MATCH_ALL, FilterError, haystack, parse_filter, tags_of
 from catkeeper.model import VM, Host, HostState
-from catkeeper.screens.messages import FleetUpdated, StopProgressed
+from catkeeper.screens.messages import (
+    FleetUpdated,
+    OpenDetail,
+    RunCommandLine,
+    StopProgressed,
+    WorkerFailed,
+)
 from catkeeper.widgets import format as fmt
 from catkeeper.widgets.filter_bar import FilterBar
 from catkeeper.widgets.host_strip import HostStrip
 from catkeeper.widgets.vm_table import VmTable
-
-if TYPE_CHECKING:
-    from catkeeper.app import CatkeeperApp
 
 
 class StatusLine(Widget):
@@ -50,9 +53,8 @@ class FleetScreen(Screen[None]):
     # Without this the screen focuses its first focusable widget (the host strip) after
     # mount, racing on_mount's table.focus().
     AUTO_FOCUS = "#vms"
+    # "/" and ":" are the command table's (app bindings); this is the screen's own key.
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("slash", "open_filter", "Filter", key_display="/"),
-        Binding("colon", "open_command", "Command", key_display=":", show=False),
         Binding("escape", "clear", "Clear marks/filter", show=False),
     ]
 
@@ -64,12 +66,14 @@ class FleetScreen(Screen[None]):
         clock: fmt.Clock = time.time,
         monotonic: fmt.Clock = time.monotonic,
         latency_format: fmt.LatencyFormat = fmt.latency,
+        readonly: bool = False,
     ) -> None:
         super().__init__()
         self.me = me
+        self.readonly = readonly
         self._clock = clock
         self._hosts = {h.name: h for h in hosts}
-        self.table = VmTable(clock=clock, monotonic=monotonic, id="vms")
+        self.table = VmTable(clock=clock, monotonic=monotonic, haystack=haystack, id="vms")
         self.strip = HostStrip(hosts, clock=clock, latency_format=latency_format, id="hosts")
         self.bar = FilterBar(id="prompt")
         self.status = StatusLine(id="status")
@@ -78,16 +82,14 @@ class FleetScreen(Screen[None]):
         # Background work in progress (IP scans, creations, clones): key → one short line.
         self.activities: dict[str, str] = {}
 
-    @property
-    def ck_app(self) -> CatkeeperApp:
-        from catkeeper.app import CatkeeperApp
-
-        assert isinstance(self.app, CatkeeperApp)
-        return self.app
-
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         # Worker.StateChanged does not bubble: hand it to the app's one error router.
-        self.ck_app.on_worker_state_changed(event)
+        if event.state is WorkerState.ERROR and event.worker.error is not None:
+            self.post_message(WorkerFailed(event.worker.error, event.worker.name))
+
+    def set_readonly(self, on: bool) -> None:
+        self.readonly = on
+        self.refresh_status()
 
     def compose(self) -> ComposeResult:
         yield self.strip
@@ -125,7 +127,8 @@ class FleetScreen(Screen[None]):
     def set_filter_text(self, text: str) -> str | None:
         """Apply a filter; returns what is wrong with it (the table keeps the last good one)."""
         try:
-            chosen = parse_filter(text, me=self.me) if text.strip() else MATCH_ALL
+            tags = tags_of(self._hosts.values())
+            chosen = parse_filter(text, me=self.me, host_tags=tags) if text.strip() else MATCH_ALL
         except FilterError as exc:
             self.bar.set_problem(str(exc))
             return str(exc)
@@ -134,12 +137,6 @@ class FleetScreen(Screen[None]):
         self.table.set_filter(chosen)
         self.refresh_status()
         return None
-
-    def action_open_filter(self) -> None:
-        self.bar.open("filter")
-
-    def action_open_command(self) -> None:
-        self.bar.open("command")
 
     def action_clear(self) -> None:
         if self.table.marked_keys:
@@ -160,7 +157,7 @@ class FleetScreen(Screen[None]):
             self.bar.close()
             self.bar.mode = "filter"
             self.table.focus()
-            self.ck_app.run_command_line(message.text)
+            self.post_message(RunCommandLine(message.text))
 
     def on_filter_bar_closed(self, message: FilterBar.Closed) -> None:
         if message.mode == "filter":
@@ -171,7 +168,7 @@ class FleetScreen(Screen[None]):
     # ---- table and strip events -----------------------------------------------------------
 
     def on_vm_table_activated(self, message: VmTable.Activated) -> None:
-        self.ck_app.open_detail(message.vm)
+        self.post_message(OpenDetail(message.vm))
 
     def on_vm_table_cursor_moved(self, _message: VmTable.CursorMoved) -> None:
         self.refresh_status()
@@ -190,7 +187,7 @@ class FleetScreen(Screen[None]):
         """A filter from elsewhere (``:host``, ``:filter``, the strip): shown as if typed."""
         problem = self.set_filter_text(text)
         if problem is not None:
-            self.ck_app.notify(problem, title="Bad filter", severity="error")
+            self.notify(problem, title="Bad filter", severity="error")
             return False
         self.bar.set_filter_text(text)
         self.table.focus()
@@ -212,7 +209,7 @@ class FleetScreen(Screen[None]):
     def refresh_status(self) -> None:
         table = self.table
         text = Text(no_wrap=True, overflow="ellipsis")
-        if self.ck_app.readonly:
+        if self.readonly:
             text.append(" READ-ONLY ", "bold reverse red")
             text.append(" ")
         text.append(f"{table.row_count}/{table.total_count} VMs")

@@ -1,4 +1,6 @@
-"""``?``: every binding, read from the classes' BINDINGS so the list can never go stale."""
+"""``?``: every command of the table (its keys and its ``:`` form, by group), then the keys
+each screen adds of its own, read from the classes' BINDINGS, so the list can never go
+stale. Read-only mode leaves out everything that would change a VM."""
 
 from __future__ import annotations
 
@@ -14,25 +16,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from catkeeper.commands import COMMANDS, Command, Face, groups
+from catkeeper.commands.model import _key_name
 from catkeeper.filtering import __doc__ as FILTER_DOC
 
 Section = tuple[str, Sequence[BindingType]]
-
-COMMANDS_HELP = (
-    (":host NAME", "show only that host's VMs"),
-    (":filter EXPR", "set the filter (same grammar as /)"),
-    (":sort COLUMN", "sort by host, name, state, vcpus, memory, ips, owner, until, note"),
-    (":vm NAME", "jump to a VM"),
-    (":ACTION", "start, stop, shutdown, reboot, reset, destroy, suspend, resume"),
-    (":reserve / :release", "the reservation form / end a reservation"),
-    (":rename NEWNAME", "rename the VM under the cursor (shut off)"),
-    (":clone NEWNAME [overlay]", "copy it (its disks copied, or qcow2 overlays)"),
-    (":scan [host]", "find the VM's IPs (or every IP on its host)"),
-    (":console / :serial", "graphical console / serial console output"),
-    (":edit / :create / :delete", "edit the XML / new VM / delete the VM"),
-    (":readonly", "refuse every change from now on"),
-    (":quit", "leave"),
-)
 
 
 def grouped(bindings: Sequence[BindingType]) -> list[tuple[str, str]]:
@@ -45,18 +33,33 @@ def grouped(bindings: Sequence[BindingType]) -> list[tuple[str, str]]:
     return [(" ".join(dict.fromkeys(keys)), desc) for (_action, desc), keys in rows.items()]
 
 
-def _key_name(key: str) -> str:
-    names = {"slash": "/", "colon": ":", "question_mark": "?", "space": "space"}
-    if key in names:
-        return names[key]
-    return key.replace("ctrl+", "^")
+def command_rows(commands: Sequence[Command]) -> list[tuple[str, str, str]]:
+    """(key, : form, what it does) per command."""
+    rows = []
+    for c in commands:
+        colon = ""
+        if Face.COLON in c.faces:
+            colon = " ".join(f":{n}" for n in c.names if n != "?")
+            colon += f" {c.usage}" if c.usage else ""
+        rows.append(
+            (c.key_shown if Face.KEY in c.faces else "", colon, f"{c.label.rstrip('…')}: {c.help}")
+        )
+    return rows
+
+
+def _grid(columns: int) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", min_width=8)
+    for _ in range(columns - 1):
+        table.add_column()
+    return table
 
 
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
     HelpScreen > Vertical {
-        width: 90; max-width: 100%; height: 100%;
+        width: 100; max-width: 100%; height: 100%;
         border: thick $primary; background: $surface;
     }
     HelpScreen VerticalScroll { padding: 0 1; }
@@ -67,36 +70,39 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def __init__(self, sections: Sequence[Section], *, readonly: bool = False) -> None:
+        """``sections``: the keys screens and widgets add besides the command table's."""
         super().__init__()
         self.sections = sections
         self.readonly = readonly
 
     def compose(self) -> ComposeResult:
         frame = Vertical()
-        frame.border_title = "Keys · esc closes"
+        frame.border_title = "Keys and commands · esc closes"
+        shown = [
+            c
+            for c in COMMANDS
+            if c.faces & {Face.KEY, Face.COLON} and not (self.readonly and c.mutating)
+        ]
         with frame, VerticalScroll():
+            for title, commands in groups(shown).items():
+                table = _grid(3)
+                for row in command_rows(commands):
+                    table.add_row(*row)
+                yield Static(title, classes="title")
+                yield Static(table)
             for title, bindings in self.sections:
-                table = Table.grid(padding=(0, 2))
-                table.add_column(style="bold", min_width=14)
-                table.add_column()
+                table = _grid(2)
                 for keys, desc in grouped(bindings):
                     table.add_row(keys, desc)
                 yield Static(title, classes="title")
                 yield Static(table)
-            commands = Table.grid(padding=(0, 2))
-            commands.add_column(style="bold", min_width=14)
-            commands.add_column()
-            for cmd, desc in COMMANDS_HELP:
-                commands.add_row(cmd, desc)
-            yield Static(": commands", classes="title")
-            yield Static(commands)
             yield Static("/ filter", classes="title")
             yield Static(Text(_grammar()))
             if self.readonly:
                 yield Static(
                     Text(
                         "Read-only: everything that changes a VM (lifecycle, reservations, "
-                        "edit, create, delete, rename, clone, snapshots) is refused.",
+                        "edit, create, delete, rename, clone, snapshots) is hidden and refused.",
                         "bold red",
                     )
                 )

@@ -1,4 +1,6 @@
-"""Messages the app posts to its screens when the backend has news."""
+"""Messages between the app and its screens. Down: the backend has news. Up: a screen
+asks the app for something (run a command, open a VM, report a failed worker), so no
+screen imports the app."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from catkeeper.backend.actions import StopProgress
+from catkeeper.model import VM, StopProgress
 from catkeeper.screens.store import Changes
 
 
@@ -24,3 +26,31 @@ class StopProgressed(Message):
 
     key: str
     progress: StopProgress | None
+
+
+@dataclass
+class RunCommand(Message):
+    """Run a command-table entry (``args``: the words a ``:`` line would give it)."""
+
+    name: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass
+class RunCommandLine(Message):
+    """The ``:`` line was submitted with ``text``."""
+
+    text: str
+
+
+@dataclass
+class OpenDetail(Message):
+    vm: VM
+
+
+@dataclass
+class WorkerFailed(Message):
+    """A screen's worker failed; ``Worker.StateChanged`` does not bubble, this does."""
+
+    error: BaseException
+    context: str

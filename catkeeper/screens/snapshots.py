@@ -8,6 +8,7 @@ read again, so the screen never shows a state that is not on the host.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from textual import work
@@ -21,7 +22,7 @@ from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import snapshots
 from catkeeper.model import VM
-from catkeeper.screens.confirm import ConfirmScreen
+from catkeeper.screens.confirm import ConfirmScreen, held_question, holder
 
 
 class NewSnapshotScreen(ModalScreen[tuple[str, str] | None]):
@@ -90,10 +91,15 @@ class SnapshotsScreen(ModalScreen[None]):
         Binding("escape", "close", "Back"),
     ]
 
-    def __init__(self, fleet: Fleet, vm: VM) -> None:
+    def __init__(
+        self, fleet: Fleet, vm: VM, *, me: str = "", clock: Callable[[], float] = time.time
+    ) -> None:
+        """``me``/``clock``: who is looking and when, to name the holder before a revert."""
         super().__init__()
         self.fleet = fleet
         self.vm = vm
+        self.me = me
+        self._clock = clock
         self.items: list[snapshots.Snapshot] = []
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -167,9 +173,11 @@ class SnapshotsScreen(ModalScreen[None]):
             return
         after = "running" if snap.memory else snap.state
         detail = f"Back to snapshot {snap.name} ({after}); what it did since is lost."
-        if not await self.app.push_screen_wait(
-            ConfirmScreen("Revert", [self._vm()], detail=detail)
-        ):
+        vm, now = self._vm(), self._clock()
+        held = [vm] if holder(vm, self.me, now) else []
+        question = held_question("Revert", vm, now) if held else None
+        dialog = ConfirmScreen("Revert", [vm], detail=detail, held=held, now=now, question=question)
+        if not await self.app.push_screen_wait(dialog):
             return
         try:
             await snapshots.revert_snapshot(self.fleet, self._vm(), snap.name)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from catkeeper.backend.ipscan.book import best_ip
-from catkeeper.model import VM, Reservation, VmState
+from catkeeper.model import VM, Reservation, VmState, best_ip
 
 # Rich colour names per state; the rest of the row takes the theme's colours.
 STATE_COLOURS: dict[VmState, str] = {
@@ -85,3 +84,12 @@ def latency(ms: float | None) -> str:
 def clock_time(ts: float) -> str:
     """Local wall-clock time of an epoch, for histories."""
     return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def moment(ts: float, now: float) -> str:
+    """A past moment: its time when it is today (by ``now``, local time), else its date
+    too, so "07:45:00" never hides that it was ten days ago."""
+    day = time.localtime(ts)[:3]
+    if day == time.localtime(now)[:3]:
+        return clock_time(ts)
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))

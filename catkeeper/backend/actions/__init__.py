@@ -24,6 +24,7 @@ from catkeeper.backend.actions.graceful import (
 from catkeeper.backend.actions.simple import (
     ActionError,
     destroy,
+    domain_xml,
     reboot,
     reset,
     resume,
@@ -47,6 +48,7 @@ __all__ = [
     "StopProgress",
     "available",
     "destroy",
+    "domain_xml",
     "graceful_stop",
     "reboot",
     "reset",

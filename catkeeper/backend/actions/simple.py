@@ -106,3 +106,15 @@ async def suspend(fleet: Fleet, vm: VM) -> None:
 async def resume(fleet: Fleet, vm: VM) -> None:
     """Let a paused domain run again."""
     await _simple(fleet, vm, "resume", lambda d: d.resume())
+
+
+async def domain_xml(fleet: Fleet, vm: VM) -> str:
+    """The live domain XML as the detail screen shows it: never the secure form, so no
+    VNC or disk passwords reach a screen (and a read-only connection is enough)."""
+    session = fleet.session(vm.host)
+    try:
+        return await session.call_domain(
+            vm.uuid, lambda dom: str(dom.XMLDesc(0)), what=f"reading the XML of {vm.ref}"
+        )
+    except libvirt.libvirtError as exc:
+        raise BackendError(f"domain XML of {vm.ref}: {describe(exc)}") from exc

@@ -1,0 +1,60 @@
+"""Backend events → screens: batched for a moment so a refresh storm repaints once, folded
+into the ``FleetStore`` and handed on as one ``FleetUpdated`` per batch.
+
+Events arrive through ``Fleet.subscribe`` on the app's loop, possibly outside the app's
+context, where Textual timers cannot tick: a plain loop timer starts the batch and the
+app's ``call_later`` runs the flush on its own message queue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from catkeeper.backend.events import DomainEvent, FleetEvent
+from catkeeper.screens.messages import FleetUpdated
+from catkeeper.screens.store import FleetStore
+
+# Long enough to merge a burst of events into one repaint, short enough to feel instant.
+BATCH_SECONDS = 0.05
+
+
+class EventPump:
+    def __init__(
+        self,
+        store: FleetStore,
+        clock: Callable[[], float],
+        call_later: Callable[[Callable[[], None]], object],
+        post: Callable[[FleetUpdated], None],
+    ) -> None:
+        self.store = store
+        self._clock = clock
+        self._call_later = call_later
+        self._post = post
+        self.pending: list[FleetEvent] = []
+        self.handle: asyncio.TimerHandle | None = None
+        self.serial = 0  # counts batches, so tests can wait until screens saw them all
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending) or self.handle is not None
+
+    def on_event(self, event: FleetEvent) -> None:
+        if isinstance(event, DomainEvent):
+            return  # the VmChanged that follows carries what the screens show
+        self.pending.append(event)
+        if self.handle is None:
+            loop = asyncio.get_running_loop()
+            self.handle = loop.call_later(BATCH_SECONDS, lambda: self._call_later(self.flush))
+
+    def flush(self) -> None:
+        self.handle = None
+        events, self.pending = self.pending, []
+        changes = self.store.apply(events, self._clock())
+        if changes:
+            self.serial += 1
+            self._post(FleetUpdated(changes, self.serial))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
