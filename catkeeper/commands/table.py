@@ -292,6 +292,7 @@ COMMANDS: tuple[Command, ...] = (
         scope=Scope.UI,
         faces=TUI_FACES,
         keys=("slash",),
+        footer=True,
         usage="EXPR",
     ),
     Command(
