@@ -20,7 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_support import Result, end, run_catkeeper, start_catkeeper, write_config
+from tests.cli_support import (
+    Result,
+    cli_env,
+    end,
+    run_catkeeper,
+    start_catkeeper,
+    write_config,
+)
 from tests.tui_support import RUNNING, SHUTOFF, Dom, node_file
 
 TESTS = Path(__file__).resolve().parent
@@ -88,6 +95,41 @@ def test_rename_clone_delete(lab: Path) -> None:
     assert r.code == 0 and r.json()["ref"] == "alpha/held", r.err
     r = ck(lab, "--readonly", "delete", "alpha/off", "--yes")
     assert r.code == 6 and "read-only" in r.err  # Exit.READONLY
+
+
+def test_someone_elses_vm_needs_a_yes_for_every_change(lab: Path) -> None:
+    """The command table's holder rule, for rename, clone, edit and snapshots: alice holds
+    ``held``; the tests run as someone else."""
+    for argv in (
+        ["rename", "alpha/held", "h2"],
+        ["clone", "held", "h3"],
+        ["edit", "alpha/held"],
+        ["snapshot", "create", "alpha/held", "s1"],
+        ["snapshot", "revert", "alpha/held", "s1"],
+        ["snapshot", "delete", "alpha/held", "s1"],
+    ):
+        r = ck(lab, *argv)
+        assert (r.code, r.out) == (5, ""), (argv, r.err)
+        assert "alpha/held is reserved by alice until 2099-01-01 00:00 UTC, 'busy'" in r.err
+    r = ck(lab, "rename", "alpha/held", "h2", "--confirm-name", "held")
+    assert (r.code, r.out) == (0, "renamed alpha/held to h2\n"), r.err
+    r = ck(lab, "snapshot", "revert", "alpha/held", "s1", "--yes")  # past the rule: no s1
+    assert r.code == 1 and "no domain snapshot with matching name 's1'" in r.err
+    r = ck(lab, "snapshot", "list", "alpha/held")  # reading is fine whoever holds it
+    assert r.code == 0, r.err
+
+
+def test_edit_without_a_change_changes_nothing(lab: Path, tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "state", extra={"EDITOR": "true", "VISUAL": ""})
+    r = run_catkeeper("--config", str(lab), "edit", "off", cwd=lab.parent, env=env)
+    assert (r.code, r.out) == (0, "alpha/off: no changes\n"), r.err
+    env["EDITOR"] = "false"
+    r = run_catkeeper("--config", str(lab), "edit", "off", cwd=lab.parent, env=env)
+    assert (r.code, r.out) == (1, ""), r.err
+    assert "false exited with status 1; nothing applied" in r.err
+    env["EDITOR"] = "'unbalanced"
+    r = run_catkeeper("--config", str(lab), "edit", "off", cwd=lab.parent, env=env)
+    assert r.code == 2 and "cannot be split into a command" in r.err
 
 
 def test_the_global_json_option_reaches_the_vm_verbs(lab: Path) -> None:

@@ -17,7 +17,8 @@ from tests.vmops_support import HOST, Lab, lab_fixture  # noqa: F401 - the lab f
 
 pytestmark = pytest.mark.daemon
 
-EXIT_FAILED, EXIT_USAGE = 1, 2  # vm_cli's documented exit codes, spelled out on purpose
+# The documented exit codes (README, cli.common.Exit), spelled out on purpose.
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_HELD = 1, 2, 4, 5
 
 
 @pytest.fixture
@@ -129,9 +130,20 @@ def test_cli_round_trip(config: Path, lab: Lab) -> None:
         libvirt.VIR_DOMAIN_AFFECT_CONFIG,
     )
     r = cli(config, "delete", f"{HOST}/{renamed}", "--storage", "--yes")
-    assert r.code == EXIT_USAGE
-    assert "reserved by someone-else: pass --confirm-name" in r.err
+    assert r.code == EXIT_HELD
+    assert f"{HOST}/{renamed} is reserved by someone-else (no end), 'busy'" in r.err
+    assert f"pass --confirm-name {renamed} to delete anyway" in r.err
     assert not gone(lab, renamed)
+    # Clone asks the same (the holder rule of the command table), and --yes answers it.
+    lab.track(f"{renamed}-c")
+    r = cli(config, "clone", f"{HOST}/{renamed}", f"{renamed}-c", "--overlay")
+    assert (r.code, r.out) == (EXIT_HELD, ""), r.err
+    assert gone(lab, f"{renamed}-c")
+    r = cli(config, "clone", f"{HOST}/{renamed}", f"{renamed}-c", "--overlay", "--yes")
+    assert r.code == 0, r.err
+    assert not gone(lab, f"{renamed}-c")
+    r = cli(config, "delete", f"{renamed}-c", "--storage", "--yes")  # a bare name; not reserved
+    assert r.code == 0 and gone(lab, f"{renamed}-c"), r.err
     r = cli(config, "delete", f"{HOST}/{renamed}", "--storage", "--confirm-name", renamed, "--json")
     assert r.code == 0, r.err
     assert r.json()["removed_volumes"] == [str(lab.dir / f"{copy}-vda.qcow2")]
@@ -157,7 +169,7 @@ def test_cli_usage_and_failures(config: Path, lab: Lab) -> None:
     assert r.code == EXIT_FAILED and "is not valid" in r.err
     assert not gone(lab, name)
     r = cli(config, "delete", f"{HOST}/ckt-nope", "--yes")
-    assert r.code == EXIT_FAILED and "no VM named 'ckt-nope'" in r.err
+    assert r.code == EXIT_NOT_FOUND and "no VM named 'ckt-nope'" in r.err
     r = cli(config, "delete", f"nohost/{name}", "--yes")
     assert r.code == EXIT_USAGE and "nohost" in r.err
     assert not gone(lab, name)

@@ -284,9 +284,9 @@ def held_by_other(vm: VM, me: str, now: float) -> Reservation | None:
 def holder_text(vm: VM, res: Reservation) -> str:
     from catkeeper.backend.reservations import format_when
 
-    until = "no end" if res.until is None else format_when(res.until)
+    until = " (no end)" if res.until is None else f" until {format_when(res.until)}"
     note = f", {res.note!r}" if res.note else ""
-    return f"{vm.ref} is reserved by {res.owner} until {until}{note}"
+    return f"{vm.ref} is reserved by {res.owner}{until}{note}"
 
 
 def check_holders(

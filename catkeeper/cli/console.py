@@ -70,8 +70,10 @@ async def _console(
     from catkeeper.backend.errors import BackendError
     from catkeeper.model import HostState
 
+    said = f"catkeeper {getattr(args, 'verb', None) or 'console'}"  # as typed: vnc or console
+
     def fail(message: str, code: Exit) -> int:
-        print(f"catkeeper console: {message}", file=err)
+        print(f"{said}: {message}", file=err)
         return int(code)
 
     async with open_fleet(
@@ -92,7 +94,7 @@ async def _console(
                 return fail(str(exc), Exit.FAILED)
             if console.viewer is not None:
                 print(
-                    f"catkeeper console: viewer pid {console.viewer.pid} → "
+                    f"{said}: viewer pid {console.viewer.pid} → "
                     f"{console.info.endpoint} ({console.info.target})",
                     file=err,
                 )
