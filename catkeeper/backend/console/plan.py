@@ -3,7 +3,7 @@
 virt-manager's ``ConnectionInfo`` (virtManager/details/sshtunnels.py) is the model: look at
 the domain's ``<graphics>`` and at how we reach its host, and decide whether a viewer can
 connect straight to ``host:port``, needs a tunnel, or cannot connect at all, and why. Kept
-apart from the tunnels and processes (backend/ssh.py, backend/console/viewer.py) so the whole table
+apart from the tunnels and processes (backend/ssh/, backend/console/viewer.py) so the whole table
 of cases is tested without a daemon.
 
 Routes:

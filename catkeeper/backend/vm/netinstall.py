@@ -4,7 +4,7 @@ How an install runs (the scheme virt-install uses, done through libvirt only):
 
 1. ``probe_tree`` finds the installer kernel and initrd in the repository (SUSE, Fedora-like,
    Debian, Ubuntu layouts), on the client.
-2. ``create`` (in ``create.py``) fetches both on the client, uploads them to the host as
+2. ``create`` (``create/steps.py``) fetches both on the client, uploads them to the host as
    storage volumes, starts a *transient* domain that boots them with the installer's kernel
    arguments (``install_xml``: ``<kernel>``/``<initrd>``/``<cmdline>``, and
    ``on_reboot=destroy``), then defines the *final* persistent domain (same name and UUID,
