@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from catkeeper.backend.ipscan.results import SourceResult, normalize_mac, usable_address
 from catkeeper.model import VM, IpSighting
+from catkeeper.model import best_ip as best_ip  # moved to the model; kept importable here
 
 # Sources whose answer for a VM is its complete list: an address it no longer reports is
 # gone (the guest changed address), not merely unseen.
@@ -58,23 +59,6 @@ _Key = tuple[str, str]
 def _ip_sort_key(ip: str) -> tuple[int, int]:
     addr = ipaddress.ip_address(ip)
     return (addr.version, int(addr))
-
-
-def best_ip(vm: VM) -> str | None:
-    """The one address for the VM's IP column: IPv4 before IPv6, global before link-local,
-    then in the VM's own order (NIC order, then numerically), so it does not flicker."""
-    best: tuple[int, int, str] | None = None
-    for index, sighting in enumerate(vm.ips):
-        try:
-            addr = ipaddress.ip_address(sighting.ip)
-        except ValueError:
-            continue
-        if addr.is_loopback:
-            continue
-        rank = (0 if addr.version == 4 else 2) + (1 if addr.is_link_local else 0)
-        if best is None or (rank, index) < best[:2]:
-            best = (rank, index, sighting.ip)
-    return best[2] if best else None
 
 
 def _rank(source: str) -> int:
