@@ -17,7 +17,14 @@ import pytest
 from catkeeper.cli.common import Exit
 from catkeeper.commands import Face, reaching
 from catkeeper.commands.markdown import markdown_commands, markdown_keys
-from tests.cli_support import CATKEEPER, REPO, cli_env, run_catkeeper, write_config
+from tests.cli_support import (
+    CATKEEPER,
+    REPO,
+    cli_env,
+    imported_top_levels,
+    run_catkeeper,
+    write_config,
+)
 from tests.test_cli_verbs import verbs_of
 
 README = REPO / "README.md"
@@ -156,3 +163,22 @@ def test_zsh_and_fish_scripts_carry_verbs_and_the_host_lookup(tmp_path: Path, sh
     assert "--list-hosts" in r.out and "--acpi-wait" in r.out
     r = run_catkeeper("completion", "tcsh", cwd=tmp_path)
     assert r.code == 2 and "invalid choice: 'tcsh'" in r.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["start", "off"], ["stop", "alpha/web", "--json"], ["completion", "bash"]],
+    ids=lambda a: a[0],
+)
+def test_verbs_load_no_ui_modules(tmp_path: Path, argv: list[str]) -> None:
+    """A verb (the installed script, end to end) never imports textual or rich."""
+    from tests.tui_support import RUNNING, SHUTOFF, Dom, node_file
+
+    node = node_file(tmp_path, "alpha", (Dom("web", RUNNING), Dom("off", SHUTOFF)))
+    config = write_config(tmp_path / "config.yaml", {"alpha": f"test://{node}"})
+    env = cli_env(tmp_path / "state", extra={"PYTHONPROFILEIMPORTTIME": "1"})
+    r = run_catkeeper("--config", str(config), *argv, cwd=tmp_path, env=env)
+    assert r.code == 0, r.err
+    imported = imported_top_levels(r.err)
+    assert "catkeeper" in imported  # the probe sees the run's imports
+    assert not imported & {"textual", "rich"}, argv
