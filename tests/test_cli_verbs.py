@@ -132,6 +132,19 @@ def test_edit_without_a_change_changes_nothing(lab: Path, tmp_path: Path) -> Non
     assert r.code == 2 and "cannot be split into a command" in r.err
 
 
+def test_delete_several_and_by_filter(lab: Path) -> None:
+    r = ck(lab, "delete", "--filter", "state:shutoff", "--yes")  # held is alice's
+    assert (r.code, r.out) == (5, ""), r.err
+    assert "pass --confirm-name held to delete anyway" in r.err
+    r = ck(lab, "delete", "--filter", "state:shutoff", "--yes", "--confirm-name", "held")
+    assert (r.code, r.out) == (0, "deleted alpha/held\ndeleted alpha/off\n"), r.err
+    r = ck(lab, "delete", "web", "off", "--yes")  # web runs: refused; off goes all the same
+    assert (r.code, r.out) == (1, "deleted alpha/off\n"), r.err
+    assert "delete alpha/web: it is running; stop it first" in r.err
+    r = ck(lab, "delete", "--yes")
+    assert r.code == 2 and "delete: name a TARGET or --filter EXPR" in r.err
+
+
 def test_the_global_json_option_reaches_the_vm_verbs(lab: Path) -> None:
     r = ck(lab, "--json", "rename", "alpha/off", "off2")
     assert r.code == 0 and r.json()["name"] == "off2", r.err

@@ -1,4 +1,7 @@
-"""Command line: the TUI by default, ``--json`` for scripts. Exit codes are documented in README."""
+"""Command line: the TUI by default, ``--json`` and the verbs of the command table for scripts.
+
+Exit codes: ``catkeeper.cli.common.Exit`` (README "Exit codes" lists them).
+"""
 
 from __future__ import annotations
 

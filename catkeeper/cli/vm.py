@@ -109,7 +109,7 @@ async def _run(args: argparse.Namespace, config: Config, clock: Clock) -> int:
     from catkeeper import commands
 
     command = commands.get(args.command_name)
-    refs = list(getattr(args, "targets", None) or [args.target])
+    refs = list(args.targets) if command.name == "delete" else [args.target]
     filter_text = getattr(args, "filter", None) if command.name == "delete" else None
     if not refs and filter_text is None:
         raise CliError(Exit.USAGE, f"{command.name}: name a TARGET or --filter EXPR")
@@ -121,9 +121,15 @@ async def _run(args: argparse.Namespace, config: Config, clock: Clock) -> int:
                 command, vms, args, config, fleet.clock(), yes_suffices=command.name != "delete"
             )
         code = Exit.OK
-        for vm in vms:
-            with backend_errors():
-                code = max(code, await _HANDLERS[command.name](fleet, vm, args, config))
+        for vm in vms:  # one failing (say, running) does not keep the others
+            try:
+                with backend_errors():
+                    code = max(code, await _HANDLERS[command.name](fleet, vm, args, config))
+            except CliError as exc:
+                if len(vms) == 1:
+                    raise
+                err(exc.message)
+                code = max(code, exc.code)
     return int(code)
 
 
