@@ -18,25 +18,22 @@ from typing import Any, ClassVar, TypeVar
 
 import libvirt
 from textual.app import App
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from catkeeper import looplag
-from catkeeper.backend.actions import domain_xml
 from catkeeper.backend.console.viewer import Consoles
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.fleet import Fleet, UnknownHost
 from catkeeper.backend.ipscan.book import IpBook
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.scheduler import IpScanner
-from catkeeper.commands import Face, Scope, reaching
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM, StopProgress
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.error import ErrorScreen
 from catkeeper.screens.fleet import FleetScreen
-from catkeeper.screens.help import Section
 from catkeeper.screens.messages import (
     OpenDetail,
     RunCommand,
@@ -45,46 +42,27 @@ from catkeeper.screens.messages import (
     WorkerFailed,
 )
 from catkeeper.screens.palette import FleetCommands
-from catkeeper.screens.snapshots import SnapshotsScreen
-from catkeeper.screens.store import FleetStore, vm_key
+from catkeeper.screens.store import FleetStore
 from catkeeper.tui.command_line import run_line
 from catkeeper.tui.consoles import Consoles as ConsoleControl
 from catkeeper.tui.dispatch import Dispatcher
 from catkeeper.tui.events import BATCH_SECONDS, EventPump
 from catkeeper.tui.ipscans import IpScans
+from catkeeper.tui.keys import HELP_SECTIONS, bindings
 from catkeeper.tui.lifecycle import Lifecycle
 from catkeeper.tui.navigation import Navigation
 from catkeeper.tui.reservations import Reservations
 from catkeeper.tui.vmops import VmOps
 from catkeeper.widgets import format as fmt
-from catkeeper.widgets.filter_bar import FilterBar
-from catkeeper.widgets.host_strip import HostStrip
-from catkeeper.widgets.vm_table import VmTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _bindings() -> list[BindingType]:
-    """One binding per command with keys, from the table (the footer shows the marked)."""
-    return [
-        Binding(
-            ",".join(c.keys),
-            c.action,
-            c.label.rstrip("…"),
-            show=c.footer,
-            # Several keys: the footer shows the one that works where it is drawn.
-            key_display=c.key_display if len(c.keys) == 1 else None,
-        )
-        # Screen keys first, as k9s does: at 80 columns the footer still shows / ? q.
-        for c in sorted(reaching(Face.KEY), key=lambda c: c.scope is not Scope.UI)
-    ]
-
-
 class CatkeeperApp(App[int]):
     TITLE = "catkeeper"
     COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {FleetCommands}
-    BINDINGS: ClassVar[list[BindingType]] = _bindings()
+    BINDINGS: ClassVar[list[BindingType]] = bindings()
 
     def __init__(
         self,
@@ -212,20 +190,7 @@ class CatkeeperApp(App[int]):
         run_line(text, self.dispatcher.run, lambda problem: self.notify(problem, severity="error"))
 
     def on_open_detail(self, message: OpenDetail) -> None:
-        vm = message.vm
-        key = vm_key(vm)
-        self.push_screen(
-            DetailScreen(
-                key,
-                self.store.vms.get(key, vm),
-                host=self.store.hosts.get(vm.host),
-                history=self.store.history.setdefault(key, []),
-                fetch_xml=lambda v: domain_xml(self.fleet, v),
-                clock=self.clock,
-                sightings=self.ipscan.book.all_sightings,
-                conflicts=self.ipscan.conflicts,
-            )
-        )
+        self.navigation.open_detail(message.vm)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # The table's keys: hidden (footer) and inert when read-only forbids them or when
@@ -296,16 +261,6 @@ class CatkeeperApp(App[int]):
             fleet.apply_filter("")
             fleet.table.move_cursor_to(key)
         fleet.table.focus()
-
-
-# The keys screens and widgets add of their own (the command table's are listed apart).
-HELP_SECTIONS: list[Section] = [
-    ("Fleet", [*FleetScreen.BINDINGS, *VmTable.BINDINGS]),
-    ("Host strip (tab to focus)", HostStrip.BINDINGS),
-    ("Filter / command line", FilterBar.BINDINGS),
-    ("VM detail", DetailScreen.BINDINGS),
-    ("Snapshots (^s)", SnapshotsScreen.BINDINGS),
-]
 
 
 def run_app(config: Config, *, readonly: bool, only: list[str] | None) -> int:

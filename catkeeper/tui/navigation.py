@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from catkeeper.backend.actions import domain_xml
 from catkeeper.backend.errors import BackendError
 from catkeeper.commands import Command
+from catkeeper.model import VM
+from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.help import HelpScreen, Section
 from catkeeper.screens.store import vm_key
 from catkeeper.tui.host import Handler, Host
@@ -31,6 +34,21 @@ class Navigation:
             "help": self.help,
             "quit": lambda _c, _a: self.host.start(self.host.action_quit(), name="quit"),
         }
+
+    def open_detail(self, vm: VM) -> None:
+        host = self.host
+        key = vm_key(vm)
+        screen = DetailScreen(
+            key,
+            host.store.vms.get(key, vm),
+            host=host.store.hosts.get(vm.host),
+            history=host.store.history.setdefault(key, []),
+            fetch_xml=lambda v: domain_xml(host.fleet, v),
+            clock=host.clock,
+            sightings=host.ipscan.book.all_sightings,
+            conflicts=host.ipscan.conflicts,
+        )
+        host.show(screen)
 
     def filter(self, _command: Command, args: Sequence[str]) -> None:
         fleet = self.host.to_fleet_screen()
