@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import os
+import pty
 import re
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.cli_support import (
     Result,
+    catkeeper_argv,
     cli_env,
     end,
     run_catkeeper,
@@ -143,6 +148,45 @@ def test_delete_several_and_by_filter(lab: Path) -> None:
     assert "delete alpha/web: it is running; stop it first" in r.err
     r = ck(lab, "delete", "--yes")
     assert r.code == 2 and "delete: name a TARGET or --filter EXPR" in r.err
+
+
+def test_edit_on_a_terminal_offers_to_edit_a_refused_text_again(lab: Path, tmp_path: Path) -> None:
+    """The first edit renames the VM (refused: rename is its own verb); the user edits again,
+    the editor sees the refused text (not the original) and fixes it; it is applied."""
+    editor = tmp_path / "editor.py"
+    editor.write_text(
+        "import sys, pathlib\n"
+        "p = pathlib.Path(sys.argv[1]); text = p.read_text()\n"
+        "if '<name>off</name>' in text:\n"
+        "    p.write_text(text.replace('<name>off</name>', '<name>renamed</name>'))\n"
+        "else:\n"
+        "    p.write_text(text.replace('<name>renamed</name>',"
+        " '<name>off</name><description>second try</description>'))\n"
+    )
+    env = cli_env(tmp_path / "state", extra={"EDITOR": f"python3 {editor}", "VISUAL": ""})
+    master, slave = pty.openpty()
+    os.write(master, b"y\ny\ny\n")  # apply; edit again; apply
+    proc = subprocess.Popen(
+        catkeeper_argv("--config", str(lab), "edit", "alpha/off"),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=lab.parent,
+    )
+    os.close(slave)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the last writer is gone
+        while chunk := os.read(master, 65536):
+            seen += chunk
+    os.close(master)
+    assert proc.wait(WAIT) == 0
+    text = seen.decode().replace("\r\n", "\n")
+    assert "+  <name>renamed</name>" in text
+    assert "not applied, nothing changed: the name changed ('off' → 'renamed')" in text
+    assert "Edit again? [Y/n]" in text
+    assert "+  <name>off</name><description>second try</description>" in text
+    assert text.rstrip().endswith("alpha/off: new definition applied")
 
 
 def test_the_global_json_option_reaches_the_vm_verbs(lab: Path) -> None:
