@@ -18,9 +18,10 @@ import libvirt
 import pytest
 
 from tests.cli_support import Result, cli_env, end, run_catkeeper, start_catkeeper
+from tests.console_support import define
 from tests.daemons import DomainFactory, LibvirtDaemon, tcg_domain_xml, unique_domain_name
 from tests.guest_watch import acpi_guest_disk, wait_armed
-from tests.test_console_daemon import define, serial_kernel
+from tests.test_console_daemon import serial_kernel
 from tests.vmops_support import HOST, Lab, lab_fixture  # noqa: F401 - the lab fixture
 
 pytestmark = pytest.mark.daemon
