@@ -182,7 +182,7 @@ def test_which_hosts_carry_libvirt_over_our_ssh() -> None:
     ssh = SshSettings("lab1")
     assert carries_libvirt(HostConfig("a", "qemu:///system", ssh=ssh))
     assert not carries_libvirt(HostConfig("a", "qemu+tls://lab1/system", ssh=ssh))
-    assert not carries_libvirt(HostConfig("a", "qemu+ssh://lab1/system"))
+    assert carries_libvirt(HostConfig("a", "qemu+ssh://lab1/system"))  # one login (issue 13)
     assert not carries_libvirt(HostConfig("a", "qemu:///system"))
     # A +ssh URI still gets ssh settings of ours for tunnels, taken from the URI.
     got = ssh_settings_for(HostConfig("a", "qemu+ssh://u@h:23/system?keyfile=/k"))

@@ -10,6 +10,7 @@ from catkeeper.config.parse import parse_config
 from catkeeper.config.settings import (
     DEMO_DIR,
     DEMO_SOURCE,
+    LIBVIRT_TRANSPORTS,
     Config,
     ConfigError,
     GracefulStop,
@@ -23,6 +24,7 @@ from catkeeper.config.settings import (
 __all__ = [
     "DEMO_DIR",
     "DEMO_SOURCE",
+    "LIBVIRT_TRANSPORTS",
     "Config",
     "ConfigError",
     "GracefulStop",

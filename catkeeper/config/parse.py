@@ -13,11 +13,13 @@ import yaml
 from yaml.nodes import Node, ScalarNode
 
 from catkeeper.config.settings import (
+    LIBVIRT_TRANSPORTS,
     Config,
     ConfigError,
     GracefulStop,
     HostConfig,
     IpScan,
+    LibvirtTransport,
     SshSettings,
     Timing,
 )
@@ -33,7 +35,7 @@ _ZERO_MEANS_OFF = frozenset(
     ("refresh_interval", "libvirt_interval", "sweep_interval", "per_vm_calls", "shared_workers")
     # 0: off/auto/none
 )
-_HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly")
+_HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly", "libvirt_transport")
 _SSH_KEYS = ("host", "user", "port", "key", "known_hosts", "accept_unknown_host_key")
 
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
@@ -139,6 +141,11 @@ def _hosts(r: Reader, node: Node) -> tuple[HostConfig, ...]:
                 tags=r.strings(m["tags"], f"{key}.tags") if "tags" in m else (),
                 subnets=_subnets(r, m["subnets"], f"{key}.subnets") if "subnets" in m else (),
                 readonly=r.boolean(m["readonly"], f"{key}.readonly") if "readonly" in m else False,
+                libvirt_transport=(
+                    _libvirt_transport(r, m["libvirt_transport"], f"{key}.libvirt_transport", uri)
+                    if "libvirt_transport" in m
+                    else "catkeeper"
+                ),
             )
         )
     return tuple(hosts)
@@ -155,6 +162,19 @@ def _uri(r: Reader, node: Node, key: str) -> str:
             node, key, f"{uri!r} is not a libvirt URI: unknown scheme {m['scheme']!r} ({_URI_HINT})"
         )
     return uri
+
+
+def _libvirt_transport(r: Reader, node: Node, key: str, uri: str) -> LibvirtTransport:
+    text = r.string(node, key)
+    for choice in LIBVIRT_TRANSPORTS:
+        if text == choice:
+            break
+    else:
+        r.fail(node, key, f"{text!r}: expected one of {', '.join(LIBVIRT_TRANSPORTS)}")
+    if choice == "libvirt" and "+" not in uri.partition("://")[0]:
+        # Nothing for libvirt to carry: the URI names no transport of its own.
+        r.fail(node, key, f"'libvirt' needs a uri with its own transport, got {uri!r}")
+    return choice
 
 
 def _subnets(r: Reader, node: Node, key: str) -> tuple[str, ...]:

@@ -9,10 +9,13 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 # The package's demo fleet (catkeeper/demo), one directory up from this package.
 DEMO_DIR = Path(__file__).parent.parent / "demo"
 DEMO_SOURCE = "<demo>"
+LibvirtTransport = Literal["catkeeper", "libvirt"]
+LIBVIRT_TRANSPORTS: tuple[LibvirtTransport, ...] = ("catkeeper", "libvirt")
 
 
 def current_user(config: Config) -> str:
@@ -56,6 +59,10 @@ class HostConfig:
     tags: tuple[str, ...] = ()
     subnets: tuple[str, ...] = ()  # CIDR strings, validated
     readonly: bool = False
+    # Who carries a DRIVER+ssh:// URI: "catkeeper" (its one asyncssh connection per host,
+    # shared with VNC tunnels and remote commands: one login) or "libvirt" (libvirt's own
+    # ssh transport, as the URI says; tunnels then log in a second time).
+    libvirt_transport: LibvirtTransport = "catkeeper"
 
 
 @dataclass(frozen=True)

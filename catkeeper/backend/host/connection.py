@@ -221,7 +221,8 @@ class HostConnection:
             # Open (or reuse) the host's ssh connection on this loop and forward a local
             # socket to the remote libvirt socket; the libvirt open stays on the worker.
             forward = await asyncio.wait_for(
-                self.ssh.forward_libvirt(readonly=self.readonly), self.timing.connect_timeout + 2
+                self.ssh.forward_libvirt(uri=self.cfg.uri, readonly=self.readonly),
+                self.timing.connect_timeout + 2,
             )
         uri = forward.uri if forward is not None else effective_uri(self.cfg.uri)
         attempt = Attempt(forward)

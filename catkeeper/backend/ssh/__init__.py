@@ -28,6 +28,7 @@ from catkeeper.backend.ssh.targets import (
     LOOPBACK,
     carries_libvirt,
     forwarded_uri,
+    remote_socket,
     ssh_settings_for,
     target_text,
 )
@@ -47,6 +48,7 @@ __all__ = [
     "Tunnel",
     "carries_libvirt",
     "forwarded_uri",
+    "remote_socket",
     "ssh_settings_for",
     "target_text",
 ]

@@ -134,10 +134,11 @@ class LocalSocketRelay(Tunnel):
 class LibvirtForward:
     """A local unix socket, in a private directory, forwarded to the remote libvirt socket."""
 
-    uri: str  # qemu+unix:///system?socket=<socket_path>
+    uri: str  # DRIVER+unix:///PATH?socket=<socket_path>
     socket_path: str
     directory: str
     listener: Any  # asyncssh.SSHListener
+    remote_socket: str = ""  # the socket on the host it reaches
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

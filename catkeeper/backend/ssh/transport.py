@@ -19,10 +19,11 @@ from catkeeper.backend.ssh.errors import HostKeyError, SshAuthError, SshError
 from catkeeper.backend.ssh.forwards import LibvirtForward, RemoteResult, Tunnel, hostport
 from catkeeper.backend.ssh.hostkeys import HostKeyPolicy, is_encrypted_key
 from catkeeper.backend.ssh.targets import (
-    LIBVIRT_SOCKET,
-    LIBVIRT_SOCKET_RO,
     LOOPBACK,
+    SESSION_SOCKET_SCRIPT,
     forwarded_uri,
+    remote_socket,
+    session_socket_name,
     ssh_settings_for,
     target_text,
 )
@@ -200,14 +201,20 @@ class SshTransport:
 
     # ---- uses of the connection -----------------------------------------------------------
 
-    async def forward_libvirt(self, *, readonly: bool) -> LibvirtForward:
-        """A private local socket carried to the host's libvirt socket.
+    async def forward_libvirt(
+        self, *, readonly: bool, uri: str = "qemu:///system"
+    ) -> LibvirtForward:
+        """A private local socket carried to the libvirt socket ``uri`` means on the host.
 
-        Read-only sessions reach ``libvirt-sock-ro``, so the remote daemon itself refuses
-        changes, whatever the client asks for.
+        ``forward.uri`` is ``uri`` turned into ``DRIVER+unix:///PATH?socket=LOCAL`` (its own
+        path: ``/system`` or ``/session``). Read-only sessions on ``/system`` reach
+        ``libvirt-sock-ro``, so the remote daemon itself refuses changes, whatever the
+        client asks for; elsewhere the read-only open flag is what the daemon enforces.
         """
         conn = await self.connect()
-        remote = LIBVIRT_SOCKET_RO if readonly else LIBVIRT_SOCKET
+        remote = remote_socket(uri, readonly=readonly)
+        if remote is None:
+            remote = await self._session_socket(uri)
         # mkdtemp makes the directory 0700: no other local user can reach the socket.
         directory = tempfile.mkdtemp(prefix="catkeeper-libvirt-")
         path = os.path.join(directory, "libvirt-sock")
@@ -217,11 +224,22 @@ class SshTransport:
             shutil.rmtree(directory, ignore_errors=True)
             raise SshError(f"{self.name}: cannot forward {remote} over ssh: {exc}") from None
         return LibvirtForward(
-            uri=forwarded_uri("qemu:///system", path),
+            uri=forwarded_uri(uri, path),
             socket_path=path,
             directory=directory,
             listener=listener,
+            remote_socket=remote,
         )
+
+    async def _session_socket(self, uri: str) -> str:
+        """The remote login's own session socket path, asked of the host (one command)."""
+        name = session_socket_name(uri)
+        result = await self.run(["sh", "-c", SESSION_SOCKET_SCRIPT, "sh", name], timeout=10)
+        path = result.stdout.strip()
+        if not result.ok or not path.startswith("/"):
+            detail = result.stderr.strip() or f"got {path!r}"
+            raise SshError(f"{self.name}: cannot find the libvirt session socket: {detail}")
+        return path
 
     async def open_tunnel(self, dest_host: str, dest_port: int) -> Tunnel:
         """A port on 127.0.0.1 (picked by the kernel) forwarded to ``dest_host:dest_port``
