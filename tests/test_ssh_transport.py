@@ -24,8 +24,7 @@ import pytest
 from catkeeper.backend.events import HostChanged
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
-from catkeeper.backend.ssh import HostKeyError, SshAuthError, SshTransport
-from catkeeper.config import Config, HostConfig, SshSettings, Timing
+from catkeeper.config import Config, HostConfig
 from catkeeper.model import HostState
 from tests.daemons import (
     DelayRelay,
@@ -36,59 +35,9 @@ from tests.daemons import (
     vnc_port,
 )
 from tests.environment import require_tools
+from tests.ssh_helpers import TEST_DRIVER, TIMING, config, ssh_host, started, until
 
 pytestmark = pytest.mark.daemon
-
-TIMING = Timing(connect_timeout=8, call_timeout=10, refresh_interval=0, backoff_initial=0.2)
-TEST_DRIVER = "test:///default"
-
-
-def ssh_host(
-    sshd: SshServer,
-    name: str = "viassh",
-    *,
-    port: int | None = None,
-    key: str | None = None,
-    known_hosts: str | None = None,
-    accept_unknown: bool = False,
-) -> HostConfig:
-    return HostConfig(
-        name=name,
-        uri="qemu:///system",  # what the config loader stores for ssh hosts
-        ssh=SshSettings(
-            host="127.0.0.1",
-            user="root",
-            port=port or sshd.port,
-            key=key or str(sshd.client_key),
-            known_hosts=known_hosts or str(sshd.known_hosts),
-            accept_unknown_host_key=accept_unknown,
-        ),
-    )
-
-
-def settings(sshd: SshServer, **kw: object) -> SshSettings:
-    got = ssh_host(sshd, **kw).ssh  # type: ignore[arg-type]
-    assert got is not None
-    return got
-
-
-def config(*hosts: HostConfig, readonly: bool = False) -> Config:
-    return Config(hosts=hosts, source="<test>", timing=TIMING, readonly=readonly)
-
-
-async def started(cfg: Config) -> Fleet:
-    fleet = Fleet(cfg)
-    await fleet.start()
-    assert await fleet.wait_settled(30)
-    return fleet
-
-
-async def until(check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def listening_addresses(port: int) -> set[str]:
@@ -190,92 +139,6 @@ async def test_one_ssh_connection_for_listing_tunnels_and_commands(
     assert all(t.closed for t in tunnels)
 
 
-async def test_unknown_host_key_is_refused_with_a_clear_error(
-    sshd: SshServer, tmp_path: Path
-) -> None:
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    fleet = await started(
-        config(ssh_host(sshd, known_hosts=str(empty)), HostConfig("t", TEST_DRIVER))
-    )
-    try:
-        host = fleet.session("viassh").host
-        assert host.state is HostState.UNREACHABLE
-        assert host.error is not None
-        assert "host key" in host.error and "unknown" in host.error
-        assert str(empty) in host.error and "accept_unknown_host_key" in host.error
-        assert fleet.session("t").host.state is HostState.UP
-        assert empty.read_text() == ""  # nothing was recorded
-        assert sshd.authentications() == 0  # refused before authenticating
-    finally:
-        await fleet.aclose()
-
-
-async def test_changed_host_key_is_refused_even_when_unknown_keys_are_accepted(
-    sshd: SshServer, tmp_path: Path
-) -> None:
-    other = tmp_path / "other_key"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    stale = tmp_path / "known_hosts"
-    wrong = " ".join(other.with_suffix(".pub").read_text().split()[:2])
-    stale.write_text(f"[127.0.0.1]:{sshd.port} {wrong}\n")
-    transport = SshTransport("viassh", settings(sshd, known_hosts=str(stale), accept_unknown=True))
-    with pytest.raises(HostKeyError, match="CHANGED"):
-        await transport.connect()
-    await transport.aclose()
-    assert stale.read_text() == f"[127.0.0.1]:{sshd.port} {wrong}\n"
-
-
-async def test_accept_unknown_host_key_records_the_key(sshd: SshServer, tmp_path: Path) -> None:
-    kh = tmp_path / "known_hosts"
-    accepting = settings(sshd, known_hosts=str(kh), accept_unknown=True)
-    first = SshTransport("viassh", accepting)
-    await first.connect()
-    await first.aclose()
-    assert kh.read_text() == f"[127.0.0.1]:{sshd.port} {sshd.host_key_line}\n"
-    # Now known: a second connection needs no acceptance and records nothing more.
-    strict = SshTransport("viassh", dataclasses.replace(accepting, accept_unknown_host_key=False))
-    await strict.connect()
-    await strict.aclose()
-    assert kh.read_text().count("\n") == 1
-
-
-async def test_wrong_client_key_is_a_host_error_while_other_hosts_work(
-    sshd: SshServer, tmp_path: Path, tcg_domain: DomainFactory
-) -> None:
-    stranger = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
-    fleet = await started(
-        config(ssh_host(sshd, "badkey", key=str(stranger)), HostConfig("t", TEST_DRIVER))
-    )
-    try:
-        host = fleet.session("badkey").host
-        assert host.state is HostState.UNREACHABLE
-        assert host.error is not None and "authentication" in host.error
-        assert "never prompts" in host.error
-        assert fleet.session("t").host.state is HostState.UP
-        assert fleet.session("t").vms  # test:///default has a domain
-    finally:
-        await fleet.aclose()
-    transport = SshTransport("badkey", settings(sshd, key=str(stranger)))
-    with pytest.raises(SshAuthError):
-        await transport.connect()
-    await transport.aclose()
-
-
-async def test_passphrase_protected_key_is_skipped_not_prompted(
-    sshd: SshServer, tmp_path: Path
-) -> None:
-    locked = tmp_path / "locked"
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "s3cret-pass", "-f", str(locked)], check=True
-    )
-    transport = SshTransport("h", settings(sshd, key=str(locked)))
-    with pytest.raises(SshAuthError, match="passphrase-protected: add it to ssh-agent"):
-        await transport.connect()
-    await transport.aclose()
-
-
 async def test_readonly_session_uses_the_read_only_socket(
     sshd: SshServer, tcg_domain: DomainFactory
 ) -> None:
@@ -289,20 +152,6 @@ async def test_readonly_session_uses_the_read_only_socket(
             await session.call_domain(dom.UUIDString(), lambda d: d.setAutostart(1))
     finally:
         await fleet.aclose()
-
-
-async def test_ssh_config_alias_is_honoured(sshd: SshServer, tmp_path: Path) -> None:
-    cfg = tmp_path / "ssh_config"
-    cfg.write_text(
-        f"Host lab-alias\n  HostName 127.0.0.1\n  Port {sshd.port}\n  User root\n"
-        f"  IdentityFile {sshd.client_key}\n  UserKnownHostsFile {sshd.known_hosts}\n"
-    )
-    transport = SshTransport("alias", SshSettings(host="lab-alias"), config_paths=[str(cfg)])
-    try:
-        result = await transport.run(["id", "-un"])
-        assert result.stdout.strip() == "root"
-    finally:
-        await transport.aclose()
 
 
 async def test_reconnects_after_the_connection_drops(
