@@ -13,14 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 from textual.command import CommandPalette
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from catkeeper.app import CatkeeperApp
-from catkeeper.commands import COMMANDS, TUI_FACES, Command, Face, reaching
+from catkeeper.backend import actions
+from catkeeper.backend.vm import snapshots
+from catkeeper.commands import COMMANDS, TUI_FACES, Command, Face, Holder, reaching
 from catkeeper.screens.confirm import ConfirmScreen
+from catkeeper.screens.delete_confirm import DeleteConfirmScreen
 from catkeeper.screens.messages import RunCommand
 from catkeeper.screens.palette import FleetCommands
+from catkeeper.screens.snapshots import SnapshotsScreen
 from catkeeper.tui.dispatch import needs_args
 from catkeeper.widgets.filter_bar import FilterBar
 from tests.tui_support import fleet_config, key_of, make_app, state_of, until
@@ -229,3 +234,66 @@ async def test_held_question_names_the_end_of_the_reservation(tmp_path: Path) ->
         assert dialog.question is not None
         assert dialog.question.startswith("alpha/web-01 is reserved by alice until ")
         assert "Feb" in dialog.question and dialog.question.endswith("reboot it anyway?")
+
+
+# Every entry whose table rule is Holder.ASK, on a VM someone else holds (dave looks):
+# the state each needs, and the VM of that state someone else holds in tui_support's fleet.
+_HELD_FOR = {"shutoff": "web-03", "running": "web-01", "paused": "web-01"}
+_NEEDS = {"start": "shutoff", "resume": "paused", "rename": "shutoff", "clone": "shutoff"}
+
+
+@pytest.mark.parametrize(
+    "command", [c for c in TUI if c.holder is Holder.ASK], ids=lambda c: c.name
+)
+async def test_every_holder_rule_entry_names_the_holder(
+    command: Command, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISUAL", "true")
+    app = make_app(fleet_config(tmp_path), me="dave")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await app.wait_idle()
+        state = _NEEDS.get(command.name, "running")
+        name = _HELD_FOR[state]
+        if state == "paused":
+            await actions.suspend(app.fleet, app.store.vms[key_of(app, name)])
+            await until(lambda: state_of(app, name) == "paused", what="paused first")
+        await _home(app, pilot, name)
+        if Face.KEY in command.faces:
+            await pilot.press(command.keys[0])
+        else:
+            await _type_command(pilot, " ".join([command.name, *_sample_args(command)]))
+        if command.name == "delete":  # its own dialog, with the volumes to choose
+            await until(lambda: isinstance(app.screen, DeleteConfirmScreen), what="dialog")
+            reserved = str(app.screen.query_one("#reserved", Static).content)
+            assert reserved.startswith("Reserved by alice"), reserved
+            return
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert dialog.question is not None
+        holder = "carol" if name == "web-03" else "alice"
+        assert f"is reserved by {holder}" in dialog.question, dialog.question
+        await pilot.press("n")
+        await pilot.pause()
+        assert state_of(app, name) == state  # declined: left as it was
+
+
+async def test_snapshot_revert_names_the_holder(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path), me="dave")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await app.wait_idle()
+        vm = app.store.vms[key_of(app, "web-01")]  # alice's
+        await snapshots.create_snapshot(app.fleet, vm, "before")
+        await _home(app, pilot, "web-01")
+        await pilot.press("ctrl+s")
+        await until(lambda: isinstance(app.screen, SnapshotsScreen), what="the snapshots")
+        screen = app.screen
+        assert isinstance(screen, SnapshotsScreen)
+        await until(lambda: bool(screen.items), what="the snapshot listed")
+        await pilot.press("r")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        dialog = app.screen
+        assert isinstance(dialog, ConfirmScreen)
+        assert dialog.question is not None
+        assert dialog.question.startswith("alpha/web-01 is reserved by alice until ")
+        assert dialog.question.endswith("revert it anyway?")
