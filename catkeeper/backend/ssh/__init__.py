@@ -1,10 +1,15 @@
 """One asyncssh connection per host, shared by libvirt, VNC tunnels and remote commands.
 
-For a host with ``ssh`` settings catkeeper opens a single authenticated connection and
-multiplexes everything over it: libvirt reaches the remote daemon through a forwarded unix
+For a host with ``ssh`` settings, or a ``DRIVER+ssh://user@host[:port]/…`` URI (unless
+it says ``libvirt_transport: libvirt``), catkeeper opens a single authenticated connection
+and multiplexes everything over it: libvirt reaches the remote daemon through a forwarded unix
 socket (no ``nc``/``socat``/``virt-ssh-helper`` on the host), VNC consoles through local
 port forwards, IP sweeps through exec channels. One authentication per host means one
 hardware-key touch, not one per VM.
+
+Modules: ``targets`` (which hosts, which remote socket: pure), ``transport`` (the
+connection and its uses), ``forwards`` (local listeners), ``hostkeys`` (known_hosts
+policy), ``errors``.
 
 Security choices:
 
