@@ -10,6 +10,7 @@ and refuses each changing entry on every face; the holder question comes on ever
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -231,9 +232,12 @@ async def test_held_question_names_the_end_of_the_reservation(tmp_path: Path) ->
         await until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
         dialog = app.screen
         assert isinstance(dialog, ConfirmScreen)
-        assert dialog.question is not None
-        assert dialog.question.startswith("alpha/web-01 is reserved by alice until ")
-        assert "Feb" in dialog.question and dialog.question.endswith("reboot it anyway?")
+        until_ = app.store.vms[key_of(app, "web-01")].reservation.until  # type: ignore[union-attr]
+        assert until_ is not None
+        ends = time.strftime("%a %d %b %H:%M", time.localtime(until_))  # the user's zone
+        assert dialog.question == (
+            f"alpha/web-01 is reserved by alice until {ends} — reboot it anyway?"
+        )
 
 
 # Every entry whose table rule is Holder.ASK, on a VM someone else holds (dave looks):
@@ -297,3 +301,24 @@ async def test_snapshot_revert_names_the_holder(tmp_path: Path) -> None:
         assert dialog.question is not None
         assert dialog.question.startswith("alpha/web-01 is reserved by alice until ")
         assert dialog.question.endswith("revert it anyway?")
+
+
+async def test_keys_do_not_reach_behind_a_dialog(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path), me="alice")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await app.wait_idle()
+        await _home(app, pilot, "web-01")  # alice's own: R asks "release your …?"
+        await pilot.press("R")
+        await until(lambda: isinstance(app.screen, ConfirmScreen), what="the question")
+        dialog = app.screen
+        for key in ("slash", "colon", "s", "p", "ctrl+k"):
+            assert not app.check_action("command", (_by_key(key),)), key
+            await pilot.press(key)
+            await pilot.pause()
+            assert app.screen is dialog, key
+        assert state_of(app, "web-01") == "running"
+        await pilot.press("n")
+
+
+def _by_key(key: str) -> str:
+    return next(c.name for c in reaching(Face.KEY) if key in c.keys)

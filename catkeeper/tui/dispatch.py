@@ -12,6 +12,8 @@ from catkeeper.tui.host import Handler, Host
 
 # Scopes that act on VMs: only where VMs are shown, never on the rows behind a dialog.
 ON_VMS = frozenset({Scope.VM, Scope.VMS, Scope.HOST})
+# Keys that work on every screen.
+EVERYWHERE = frozenset({"help", "quit", "palette"})
 
 
 def needs_args(command: Command) -> bool:
@@ -41,7 +43,9 @@ class Dispatcher:
         command = find(name)
         if command is None or (command.mutating and self.host.readonly):
             return False
-        return command.scope not in ON_VMS or self._vms_shown()
+        # Over a dialog or the serial console only the keys that leave or explain work:
+        # "/" there must not pull the fleet screen out from under an open question.
+        return command.name in EVERYWHERE or self._vms_shown()
 
     def run(self, name: str, args: Sequence[str] = ()) -> None:
         host = self.host
