@@ -44,7 +44,7 @@ from catkeeper.screens.messages import (
 from catkeeper.screens.palette import FleetCommands
 from catkeeper.screens.store import FleetStore
 from catkeeper.tui.command_line import run_line
-from catkeeper.tui.consoles import Consoles as ConsoleControl
+from catkeeper.tui.consoles import ConsoleControl
 from catkeeper.tui.dispatch import Dispatcher
 from catkeeper.tui.events import BATCH_SECONDS, EventPump
 from catkeeper.tui.ipscans import IpScans
@@ -120,7 +120,7 @@ class CatkeeperApp(App[int]):
         )
         self.dispatcher = Dispatcher(
             self,
-            {name: h for c in controllers for name, h in c.handlers().items()},
+            controllers,
             vms_shown=self._vms_shown,
             prompt=lambda text: self.to_fleet_screen().bar.open("command", text),
         )

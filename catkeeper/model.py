@@ -111,6 +111,11 @@ class Reservation:
     def is_expired(self, now: float) -> bool:
         return self.until is not None and self.until <= now
 
+    def keeps_from(self, me: str, now: float) -> bool:
+        """Someone other than ``me`` holds it and it has not expired: the holder rule of
+        the command table (``Holder.ASK``) asks first, naming ``owner``."""
+        return self.owner != me and not self.is_expired(now)
+
 
 @dataclass(frozen=True)
 class IpSighting:

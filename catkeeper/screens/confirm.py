@@ -26,9 +26,7 @@ _LISTED = 8  # more than this and the dialog says "and N more"
 def holder(vm: VM, me: str, now: float) -> str | None:
     """Who else holds an active reservation of ``vm`` (None: nobody, or it is ``me``'s)."""
     res = vm.reservation
-    if res is None or res.owner == me or res.is_expired(now):
-        return None
-    return res.owner
+    return res.owner if res is not None and res.keeps_from(me, now) else None
 
 
 def held_question(verb: str, vm: VM, now: float) -> str:

@@ -27,7 +27,7 @@ def one_vm(host: Host, what: str) -> VM | None:
     return None
 
 
-class Consoles:
+class ConsoleControl:
     def __init__(self, host: Host) -> None:
         self.host = host
 

@@ -5,7 +5,8 @@ controller registered for it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from catkeeper.commands import TUI_FACES, Command, Scope, find
 from catkeeper.tui.host import Handler, Host
@@ -14,6 +15,11 @@ from catkeeper.tui.host import Handler, Host
 ON_VMS = frozenset({Scope.VM, Scope.VMS, Scope.HOST})
 # Keys that work on every screen.
 EVERYWHERE = frozenset({"help", "quit", "palette"})
+
+
+class Controller(Protocol):
+    def handlers(self) -> dict[str, Handler]:
+        """The command-table entries it carries out, by name."""
 
 
 def needs_args(command: Command) -> bool:
@@ -25,13 +31,18 @@ class Dispatcher:
     def __init__(
         self,
         host: Host,
-        handlers: Mapping[str, Handler],
+        controllers: Sequence[Controller],
         *,
         vms_shown: Callable[[], bool],
         prompt: Callable[[str], None],
     ) -> None:
         self.host = host
-        self.handlers = dict(handlers)
+        self.handlers: dict[str, Handler] = {}
+        for controller in controllers:
+            for name, handler in controller.handlers().items():
+                if name in self.handlers:
+                    raise LookupError(f"two TUI handlers for {name!r}")
+                self.handlers[name] = handler
         self._vms_shown = vms_shown
         self._prompt = prompt
         missing = [c.name for c in _tui_commands() if c.name not in self.handlers]
