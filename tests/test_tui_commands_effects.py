@@ -269,3 +269,30 @@ def test_since_shows_the_date_when_not_today() -> None:
     assert _since_line(ten_days, noon).split() == ["Since", "2026-11-23", "07:45", "(10d", "ago)"]
     today = noon - 4 * 3600 - 15 * 60
     assert _since_line(today, noon).split() == ["Since", "07:45:00", "(4h", "ago)"]
+
+
+async def test_bulk_scan_one_notice(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path), me="alice")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await _mark(app, pilot, "build-01", "web-02", "cache-01")
+        await pilot.press("i")
+        await until(
+            lambda: any(n.title.startswith("IP scan of 3 VMs") for n in app._notifications),
+            what="one notice",
+        )
+        notice = next(n for n in app._notifications if n.title.startswith("IP scan of 3"))
+        assert notice.title == "IP scan of 3 VMs: 3 done, 0 failed"
+        for ref in ("alpha/build-01: ", "alpha/web-02: ", "beta/cache-01: "):
+            assert ref in notice.message
+        assert len(app._notifications) == 1
+
+
+async def test_bulk_snapshot_one_question(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path), me="alice")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await _mark(app, pilot, "build-01", "web-02", "web-03")  # web-03 is carol's
+        await pilot.press(*_colon("snapshot before-upgrade"))
+        dialog = await _one_question(app, 3)
+        assert [vm.name for vm in dialog.held] == ["web-03"]
+        await pilot.press("y")
+        await until(lambda: _toast("snapshot: 3 done, 0 failed")(app), what="the summary")

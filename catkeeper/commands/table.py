@@ -268,6 +268,7 @@ COMMANDS: tuple[Command, ...] = (
         usage="[NAME]",
         cli_usage="list|create|revert|delete TARGET [NAME]",
         mutating=True,
+        confirm=Confirm.MANY,  # several marked VMs: one question listing them
         holder=Holder.ASK,
         call="catkeeper.backend.vm.snapshots:create_snapshot",
         cli="catkeeper.cli.vm",

@@ -65,7 +65,7 @@ def run_each(
     async def each() -> None:
         results = await asyncio.gather(*(work(vm) for vm in chosen), return_exceptions=True)
         failed = [
-            (vm, r) for vm, r in zip(chosen, results, strict=True) if isinstance(r, Exception)
+            (vm, r) for vm, r in zip(chosen, results, strict=True) if isinstance(r, BaseException)
         ]
         host.notify(
             summary(what, len(chosen), failed),

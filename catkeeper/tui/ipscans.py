@@ -4,11 +4,14 @@ status line, the outcome to one notice per scan."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 
+from catkeeper.backend.errors import describe
 from catkeeper.backend.ipscan.scheduler import HostScan, ScanProgress
 from catkeeper.commands import Command
+from catkeeper.model import VM
 from catkeeper.tui.host import Handler, Host
 
 
@@ -23,12 +26,40 @@ class IpScans:
         if args:  # :scan HOST — a VM's name is not a host, so this is unambiguous
             self._hosts(args)
             return
-        for vm in self.host.selected_vms():
+        vms = self.host.selected_vms()
+        if len(vms) == 1:
+            vm = vms[0]
             self.host.start(
                 self._scan(f"ips {vm.ref}", vm.ref, partial(self.host.ipscan.scan_vm, vm)),
                 name=f"find IPs of {vm.ref}",
                 group="ipscan",
             )
+        elif vms:
+            self.host.start(
+                self._scan_many(vms), name=f"find IPs of {len(vms)} VMs", group="ipscan"
+            )
+
+    async def _scan_many(self, vms: Sequence[VM]) -> None:
+        """Several marked VMs: scanned at once, one line in the status, one notice."""
+        host = self.host
+        key = f"ips of {len(vms)} VMs"
+        host.set_activity(key, f"finding IPs of {len(vms)} VMs…")
+        try:
+            scans = await asyncio.gather(
+                *(host.ipscan.scan_vm(vm) for vm in vms), return_exceptions=True
+            )
+        finally:
+            host.set_activity(key, None)
+        lines, failed = [], 0
+        for vm, scan in zip(vms, scans, strict=True):
+            if isinstance(scan, BaseException):
+                failed += 1
+                lines.append(f"{vm.ref}: failed ({describe(scan)})")
+                continue
+            found = sorted({s.ip for r in scan.results for s in r.sightings})
+            lines.append(f"{vm.ref}: {', '.join(found[:3]) or 'no address found'}")
+        title = f"IP scan of {len(vms)} VMs: {len(vms) - failed} done, {failed} failed"
+        host.notify("\n".join(lines), title=title, severity="warning" if failed else "information")
 
     def scan_host(self, _command: Command, args: Sequence[str]) -> None:
         if args:
