@@ -136,7 +136,7 @@ def describe_vm(
             res.add_row("Since", f"{since} ({fmt.duration(now - r.since)} ago)")
         until = fmt.until(r, now)
         if r.until is not None:
-            until = f"{fmt.clock_time(r.until)} ({until})"
+            until = f"{fmt.moment(r.until, now)} ({until})"
         res.add_row("Until", Text(until, style="red" if r.is_expired(now) else ""))
         if r.contact:
             res.add_row("Contact", r.contact)
@@ -144,7 +144,7 @@ def describe_vm(
 
     hist = _grid()
     for at, st in history:
-        hist.add_row(fmt.clock_time(at), Text(st.value, style=fmt.STATE_COLOURS.get(st, "")))
+        hist.add_row(fmt.moment(at, now), Text(st.value, style=fmt.STATE_COLOURS.get(st, "")))
     if not history:
         hist.add_row("-", "no changes seen yet")
 

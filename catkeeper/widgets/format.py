@@ -87,8 +87,8 @@ def clock_time(ts: float) -> str:
 
 
 def moment(ts: float, now: float) -> str:
-    """A past moment: its time when it is today (by ``now``, local time), else its date
-    too, so "07:45:00" never hides that it was ten days ago."""
+    """A moment's time when it is today (by ``now``, local time), else its date too, so
+    "07:45:00" never hides that it was ten days ago (or is a week ahead)."""
     day = time.localtime(ts)[:3]
     if day == time.localtime(now)[:3]:
         return clock_time(ts)
