@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.widgets import Input, Static
 
 from catkeeper.app import CatkeeperApp
@@ -322,3 +322,26 @@ async def test_keys_do_not_reach_behind_a_dialog(tmp_path: Path) -> None:
 
 def _by_key(key: str) -> str:
     return next(c.name for c in reaching(Face.KEY) if key in c.keys)
+
+
+async def test_the_palette_lists_and_runs_table_entries(tmp_path: Path) -> None:
+    """Through the real palette: ctrl+p, a few letters, enter."""
+    app = make_app(fleet_config(tmp_path), me="alice")
+    async with app.run_test(size=(160, 40)) as pilot:
+        await app.wait_idle()
+        await _home(app, pilot, "web-02")
+        await pilot.press("ctrl+p", *"pause")
+        await until(lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        commands = app.screen.query_one(CommandList)
+        await until(lambda: _prompts(commands)[:1] == ["Pause"], what="Pause listed first")
+        assert "Let a paused VM run again" not in " ".join(_prompts(commands))
+        await pilot.press("enter")
+        await until(lambda: state_of(app, "web-02") == "paused", what="paused")
+
+
+def _prompts(commands: CommandList) -> list[str]:
+    out = []
+    for index in range(commands.option_count):
+        prompt = commands.get_option_at_index(index).prompt
+        out.append(getattr(prompt, "plain", str(prompt)).split("\n")[0])
+    return out

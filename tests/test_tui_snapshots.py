@@ -184,27 +184,3 @@ def test_stop_someone_elses_vm(snap_compare: Snap, size: tuple[int, int]) -> Non
         await pilot.press("S")
 
     assert snap_compare(demo(), terminal_size=size, run_before=settled(then=stop_it))
-
-
-@pytest.mark.parametrize("size", SIZES)
-def test_palette_lists_the_table(snap_compare: Snap, size: tuple[int, int]) -> None:
-    """The palette's hits for "stop" come from the command table (labels and help)."""
-
-    async def search(pilot: Pilot[Any]) -> None:
-        from textual.command import CommandList, CommandPalette
-
-        await pilot.press("ctrl+p", *"stop")
-        app = pilot.app
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            screen = app.screen
-            if (
-                isinstance(screen, CommandPalette)
-                and not screen._show_busy
-                and screen.query_one(CommandList).option_count >= 2
-            ):
-                break
-            await pilot.pause(0.05)
-        await pilot.pause(0.3)
-
-    assert snap_compare(demo(), terminal_size=size, run_before=settled(then=search))
