@@ -142,7 +142,10 @@ class VmOps:
         elif vms:
             now = self.host.clock()
             held = [vm for vm in vms if holder(vm, self.host.me, now)]
+            running = sum(1 for vm in vms if vm.state.is_active)
             detail = "Their volumes are kept (delete one VM at a time to choose volumes)."
+            if running:
+                detail += f" {running} running: forced off first."
             dialog = ConfirmScreen("Delete", vms, detail=detail, held=held, now=now)
             self.host.show(dialog, lambda yes: self._delete_many(vms) if yes else None)
 
