@@ -164,6 +164,9 @@ async def test_create_form_keeps_input_on_errors_and_returns_a_valid_spec() -> N
     assert (spec.host, spec.name, spec.disk_gib, spec.memory_mib) == ("lab2", "web-07", 40.0, 2048)
     assert spec.source == ImageSource("default/sles15.qcow2", copy=False)
     assert spec.graphics == "vnc" and spec.vnc_listen == "127.0.0.1"
+    # An empty Pool leaves the choice to create: the image's pool ("default" here), so a
+    # host without a pool named "default" still takes an image from another pool.
+    assert spec.pool is None
 
 
 async def test_create_form_switches_source_fields() -> None:
@@ -181,6 +184,9 @@ async def test_create_form_switches_source_fields() -> None:
         spec, errors = screen.read_spec()
         assert not errors and spec is not None
         assert spec.source == CloudInitSource("/images/leap.qcow2", ssh_keys=(KEY,), user=None)
+        screen.query_one("#pool", Input).value = "fast"
+        spec, errors = screen.read_spec()
+        assert spec is not None and spec.pool == "fast"  # a pool typed in wins
 
         screen.query_one("#kind").value = "netinstall"  # type: ignore[attr-defined]
         await pilot.pause()

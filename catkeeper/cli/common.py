@@ -276,9 +276,7 @@ def add_holder_arguments(parser: argparse.ArgumentParser) -> None:
 def held_by_other(vm: VM, me: str, now: float) -> Reservation | None:
     """The reservation of ``vm`` when someone other than ``me`` holds it now, else None."""
     res = vm.reservation
-    if res is None or res.owner == me or res.is_expired(now):
-        return None
-    return res
+    return res if res is not None and res.keeps_from(me, now) else None
 
 
 def holder_text(vm: VM, res: Reservation) -> str:

@@ -104,7 +104,7 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
         *,
         host: str | None = None,
         ssh_keys: Sequence[str] = (),
-        pool: str = "default",
+        pool: str = "",
         network: str = "network:default",
     ) -> None:
         super().__init__()
@@ -148,7 +148,14 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
                     "row-disk",
                 )
                 yield self._row(
-                    "Pool", Input(self.default_pool, id="pool", compact=True), "row-pool"
+                    "Pool",
+                    Input(
+                        self.default_pool,
+                        placeholder="the image's pool, else default",
+                        id="pool",
+                        compact=True,
+                    ),
+                    "row-pool",
                 )
                 yield self._row(
                     "Network",
@@ -296,7 +303,7 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
             vcpus=vcpus,
             memory_mib=memory_mib,
             disk_gib=disk_gib,
-            pool=self._text("pool"),
+            pool=self._text("pool") or None,  # None: the image's pool (CreateSpec)
             network=self._text("network"),
             graphics=graphics if isinstance(graphics, str) else "vnc",
         )
