@@ -13,9 +13,9 @@ import pytest
 from textual.app import App
 
 from catkeeper.backend.fleet import Fleet
-from catkeeper.backend.vm.xmledit import Applied
+from catkeeper.backend.vm.xmledit import Applied, editor_argv
 from catkeeper.model import VM
-from catkeeper.screens.xml_edit import DiffScreen, edit_vm_xml, editor_argv
+from catkeeper.screens.xml_edit import DiffScreen, edit_vm_xml
 from tests.tui_support import until
 from tests.vmops_support import (
     Lab,

@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,22 +59,6 @@ def add_arguments(p: argparse.ArgumentParser, _command: Command) -> None:
     )
 
 
-def editor_argv(env: Mapping[str, str]) -> list[str]:
-    """``$VISUAL``, else ``$EDITOR``, else ``vi``, split into an argv (``"code -w"`` works)."""
-    for name in ("VISUAL", "EDITOR"):
-        value = env.get(name, "").strip()
-        if value:
-            try:
-                argv = shlex.split(value)
-            except ValueError as exc:
-                raise CliError(
-                    Exit.USAGE, f"${name} {value!r} cannot be split into a command: {exc}"
-                ) from None
-            if argv:
-                return argv
-    return ["vi"]
-
-
 def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:
     """Edit the VM ``args.target`` names; the exit code."""
     return finish(_edit(args, config, clock))
@@ -92,9 +74,13 @@ async def _run_editor(argv: list[str], path: Path) -> int:
 
 
 async def _edit(args: argparse.Namespace, config: Config, clock: Clock) -> int:
+    from catkeeper.backend.errors import BackendError
     from catkeeper.backend.vm import xmledit
 
-    argv = editor_argv(os.environ)
+    try:
+        argv = xmledit.editor_argv(os.environ)
+    except BackendError as exc:
+        raise CliError(Exit.USAGE, str(exc)) from None
     async with open_fleet(
         args, config, only=hosts_named([args.target], args), clock=clock
     ) as fleet:

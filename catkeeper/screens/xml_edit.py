@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import subprocess
 import tempfile
 from collections.abc import Mapping
@@ -34,25 +33,10 @@ from textual.widgets import Button, Label, Static
 from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import xmledit
+from catkeeper.backend.vm.xmledit import editor_argv
 from catkeeper.model import VM
 
 Choice = Literal["apply", "edit", "discard"]
-
-
-def editor_argv(env: Mapping[str, str]) -> list[str]:
-    """``$VISUAL``, else ``$EDITOR``, else ``vi``, split into an argv (``"code -w"`` works)."""
-    for name in ("VISUAL", "EDITOR"):
-        value = env.get(name, "").strip()
-        if value:
-            try:
-                argv = shlex.split(value)
-            except ValueError as exc:
-                raise BackendError(
-                    f"${name} {value!r} cannot be split into a command: {exc}"
-                ) from None
-            if argv:
-                return argv
-    return ["vi"]
 
 
 class DiffScreen(ModalScreen[Choice]):

@@ -19,12 +19,15 @@ The flow the TUI (and anyone else) follows:
 from __future__ import annotations
 
 import difflib
+import shlex
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import libvirt
 
 from catkeeper.backend.actions import ActionError
+from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations.metadata import from_metadata
 from catkeeper.backend.vm.common import (
@@ -179,3 +182,23 @@ async def apply_xml(fleet: Fleet, vm: VM, edited: str, *, base: str) -> Applied:
         raise XmlEditError(str(exc), code=exc.code) from exc
     await refresh(session, vm.uuid)
     return result
+
+
+def editor_argv(env: Mapping[str, str]) -> list[str]:
+    """``$VISUAL``, else ``$EDITOR``, else ``vi``, split into an argv (``"code -w"`` works).
+
+    Split like a shell would, but run as an argv: an editor setting never goes through a
+    shell, whatever the VM's XML or the user's environment holds.
+    """
+    for name in ("VISUAL", "EDITOR"):
+        value = env.get(name, "").strip()
+        if value:
+            try:
+                argv = shlex.split(value)
+            except ValueError as exc:
+                raise BackendError(
+                    f"${name} {value!r} cannot be split into a command: {exc}"
+                ) from None
+            if argv:
+                return argv
+    return ["vi"]
