@@ -11,6 +11,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from catkeeper import commands
 from catkeeper.backend import actions
 from catkeeper.backend.actions import (
     ACTIONS,
@@ -22,6 +23,7 @@ from catkeeper.backend.actions import (
 from catkeeper.backend.errors import BackendError, HostUnavailable, ReadOnlyError
 from catkeeper.backend.events import FleetEvent
 from catkeeper.backend.fleet import Fleet
+from catkeeper.commands import Confirm, Holder
 from catkeeper.config import Config, HostConfig, Timing
 from catkeeper.config import GracefulStop as StopTimings
 from catkeeper.model import VM, VmState
@@ -353,13 +355,16 @@ def test_the_table_names_every_action_once_with_its_function() -> None:
     }
     for name, action in ACTIONS.items():
         assert action.name == name
-        assert action.label and action.help
-        # Whatever can cost the guest its unsaved state must be confirmed first.
-        assert action.needs_confirm or not action.destructive
     assert ACTIONS["start"].fn is actions.start
     assert ACTIONS["destroy"].fn is actions.destroy
-    assert ACTIONS["destroy"].destructive and ACTIONS["reset"].destructive
-    assert not ACTIONS["start"].needs_confirm and not ACTIONS["resume"].needs_confirm
+    # Every power entry of the command table reaches one of these; what can cost the guest
+    # its unsaved state asks first on every face (labels and help live in the table only).
+    power = [c for c in commands.COMMANDS if c.call.startswith("catkeeper.backend.actions:")]
+    assert {c.call.rpartition(":")[2] for c in power} - {"GracefulStop"} <= set(ACTIONS)
+    for name in ("stop", "shutdown", "destroy", "reboot", "reset"):
+        assert commands.get(name).confirm is Confirm.ALWAYS, name
+    for command in power:
+        assert command.holder is Holder.ASK, command.name
 
 
 @pytest.mark.parametrize(

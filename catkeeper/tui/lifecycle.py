@@ -53,23 +53,23 @@ class Lifecycle:
                     sorted({("stale" if vm.stale else vm.state.value) for vm in chosen})
                 )
                 host.notify(
-                    f"{action.label}: not possible for a VM that is {states}", severity="warning"
+                    f"{command.label}: not possible for a VM that is {states}", severity="warning"
                 )
             return
         skipped = len(chosen) - len(ready)
         detail = (
             f"{skipped} other marked VM(s) skipped: not in a state for this." if skipped else ""
         )
-        confirm(host, command, ready, lambda: self._launch(action, ready), detail=detail)
+        confirm(host, command, ready, lambda: self._launch(command, action, ready), detail=detail)
 
-    def _launch(self, action: actions.Action, vms: Sequence[VM]) -> None:
+    def _launch(self, command: Command, action: actions.Action, vms: Sequence[VM]) -> None:
         if action.name == "stop":
             for vm in vms:
                 self._graceful_stop(vm)
             return
         run_each(
             self.host,
-            action.label.lower(),
+            command.label.lower(),
             vms,
             lambda vm: action.fn(self.host.fleet, vm),
             group="actions",

@@ -65,13 +65,13 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Action:
-    name: str  # stable identifier: CLI verb, binding/palette id
-    label: str  # what a menu shows
+    """What only the backend knows of a power action: its function and the VM states it
+    makes sense in. Names, labels, help and when to ask first live in the command table
+    (:mod:`catkeeper.commands`)."""
+
+    name: str  # the backend's name (the command table's ``pause`` is ``suspend`` here)
     fn: Callable[[Fleet, VM], Awaitable[None]]
-    destructive: bool  # the guest may lose unsaved state
-    needs_confirm: bool  # interrupts a guest someone may be using: ask first
     applies: Callable[[VM], bool]  # makes sense in the VM's current state
-    help: str = ""
 
 
 def _in(*states: VmState) -> Callable[[VM], bool]:
@@ -85,42 +85,16 @@ _ACTIVE = tuple(s for s in VmState if s.is_active)
 ACTIONS: dict[str, Action] = {
     a.name: a
     for a in (
-        Action(
-            name="start", label="Start", fn=start, destructive=False, needs_confirm=False,
-            applies=_in(VmState.SHUTOFF, VmState.CRASHED), help="Boot the VM",
-        ),
-        Action(
-            name="shutdown", label="Shut down", fn=shutdown, destructive=False,
-            needs_confirm=True, applies=_in(*_RUNNING),
-            help="Ask the guest to shut down (ACPI); it may ignore it",
-        ),
-        Action(
-            name="stop", label="Stop", fn=_stop_action, destructive=True, needs_confirm=True,
-            applies=_in(*_RUNNING),
-            help="ACPI shutdown, then ctrl-alt-del, then force off if the guest ignores them",
-        ),
-        Action(
-            name="reboot", label="Reboot", fn=reboot, destructive=False, needs_confirm=True,
-            applies=_in(*_RUNNING), help="Ask the guest to reboot",
-        ),
-        Action(
-            name="reset", label="Reset", fn=reset, destructive=True, needs_confirm=True,
-            applies=_in(*_RUNNING), help="Hard reset, like the reset button",
-        ),
-        Action(
-            name="destroy", label="Force off", fn=destroy, destructive=True, needs_confirm=True,
-            applies=_in(*_ACTIVE), help="Power off at once, like pulling the plug",
-        ),
-        Action(
-            name="suspend", label="Pause", fn=suspend, destructive=False, needs_confirm=False,
-            applies=_in(*_RUNNING), help="Pause the VM's CPUs; it keeps its memory",
-        ),
-        Action(
-            name="resume", label="Resume", fn=resume, destructive=False, needs_confirm=False,
-            applies=_in(VmState.PAUSED), help="Let a paused VM run again",
-        ),
+        Action("start", start, _in(VmState.SHUTOFF, VmState.CRASHED)),
+        Action("shutdown", shutdown, _in(*_RUNNING)),
+        Action("stop", _stop_action, _in(*_RUNNING)),
+        Action("reboot", reboot, _in(*_RUNNING)),
+        Action("reset", reset, _in(*_RUNNING)),
+        Action("destroy", destroy, _in(*_ACTIVE)),
+        Action("suspend", suspend, _in(*_RUNNING)),
+        Action("resume", resume, _in(VmState.PAUSED)),
     )
-}  # fmt: skip
+}
 
 
 def available(vm: VM) -> list[Action]:
