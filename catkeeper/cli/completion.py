@@ -44,9 +44,11 @@ _catkeeper_targets() {
 """
 _ZSH = r"""
 _catkeeper_list_hosts() {
-  local i; local -a cfg
-  for ((i = 2; i < CURRENT; i++)); do
-    if [[ ${words[i]} == --config ]]; then cfg=(--config "${words[i+1]}"); fi
+  # The whole line, not $words: below a verb, _arguments has cut the global options off.
+  local i; local -a cfg all
+  all=(${(z)BUFFER})
+  for ((i = 2; i < ${#all}; i++)); do
+    if [[ ${all[i]} == --config ]]; then cfg=(--config "${(Q)all[i+1]}"); fi
   done
   command catkeeper "${cfg[@]}" --list-hosts 2>/dev/null
 }
@@ -64,12 +66,19 @@ function __catkeeper_list_hosts
   end
   command catkeeper $cfg --list-hosts 2>/dev/null
 end
+function __catkeeper_list_targets
+  for host in (__catkeeper_list_hosts)
+    echo $host/
+  end
+end
 """
 _HOSTS = {"bash": "_catkeeper_hosts", "zsh": "_catkeeper_hosts", "fish": "(__catkeeper_list_hosts)"}
 _TARGETS = {
     "bash": "_catkeeper_targets",
     "zsh": "_catkeeper_targets",
-    "fish": "(__catkeeper_list_hosts | string replace -r '$' /)",
+    # Not a `string replace` pipeline: shtab puts this in double quotes, where fish reads
+    # a `$` as a variable and refuses the whole script.
+    "fish": "(__catkeeper_list_targets)",
 }
 
 
