@@ -3,84 +3,14 @@
 from __future__ import annotations
 
 from catkeeper.commands.model import ALL_FACES, TUI_FACES, Command, Confirm, Face, Holder, Scope
+from catkeeper.commands.power import POWER_COMMANDS
 
-_LIFECYCLE = "catkeeper.backend.actions"
 _ALL_BUT_CLI = TUI_FACES
-
-
-def _power(
-    name: str,
-    key: str,
-    label: str,
-    help: str,
-    *,
-    confirm: Confirm,
-    call: str | None = None,
-    footer: bool = False,
-    key_display: str | None = None,
-    aliases: tuple[str, ...] = (),
-) -> Command:
-    return Command(
-        name=name,
-        label=label,
-        help=help,
-        group="Power",
-        scope=Scope.VMS,
-        faces=ALL_FACES,
-        keys=(key,),
-        key_display=key_display,
-        footer=footer,
-        aliases=aliases,
-        cli_usage="TARGET… | --filter EXPR",
-        mutating=True,
-        confirm=confirm,
-        holder=Holder.ASK,
-        call=f"{_LIFECYCLE}:{call or name}",
-        cli="catkeeper.cli.lifecycle",
-    )
 
 
 COMMANDS: tuple[Command, ...] = (
     # ---- power ------------------------------------------------------------------------
-    _power("start", "s", "Start", "Boot the VM", confirm=Confirm.MANY, footer=True),
-    _power(
-        "stop",
-        "S",
-        "Stop",
-        "Graceful stop: ACPI, then ctrl-alt-del, then force off if the guest ignores them",
-        confirm=Confirm.ALWAYS,
-        footer=True,
-        call="GracefulStop",
-    ),
-    _power(
-        "shutdown",
-        "d",
-        "ACPI shutdown",
-        "Ask the guest to shut down (ACPI); it may ignore it",
-        confirm=Confirm.ALWAYS,
-    ),
-    _power(
-        "destroy",
-        "ctrl+k",
-        "Force off",
-        "Power off at once, like pulling the plug",
-        confirm=Confirm.ALWAYS,
-        footer=True,
-        key_display="^k",
-        aliases=("force-off",),
-    ),
-    _power("reboot", "b", "Reboot", "Ask the guest to reboot", confirm=Confirm.ALWAYS),
-    _power("reset", "B", "Reset", "Hard reset, like the reset button", confirm=Confirm.ALWAYS),
-    _power(
-        "pause",
-        "p",
-        "Pause",
-        "Pause the VM's CPUs; it keeps its memory",
-        confirm=Confirm.MANY,
-        call="suspend",
-        aliases=("suspend",),
-    ),
-    _power("resume", "u", "Resume", "Let a paused VM run again", confirm=Confirm.MANY),
+    *POWER_COMMANDS,
     Command(
         name="cancel-stop",
         label="Cancel graceful stop",
