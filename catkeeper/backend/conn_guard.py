@@ -10,8 +10,22 @@ dropped on another worker thread, in 3 of 21 soak runs.
 So every call on a connection goes through :meth:`ConnGuard.run`, and :meth:`ConnGuard.close`
 closes at once when nothing runs, or leaves the close to the last call still running. A call
 that would start after the close was asked for fails with ``HostUnavailable`` instead of
-touching freed memory. Nothing here blocks: a call hung on a black-holed host keeps the
-connection (and its socket) until libvirt gives up on it, which is what keepalive is for.
+touching freed memory. A call hung on a black-holed host keeps the connection (and its
+socket) until libvirt gives up on it, which is what keepalive is for.
+
+**One call at a time per connection.** That close was not the whole story: the soak kept
+dying (in ``getInfo``, ``listAllNetworks``: ``g_main_loop_quit`` under
+``virNetClientIOEventLoop``). libvirt's RPC client (9.0 here, the same code upstream) waits
+for its socket with a GSource whose callback data lives on the waiting thread's stack, and
+destroys it only if it fired. When the wait is ended from outside instead (keepalive
+declaring the connection dead, a close) the call fails with the source still attached, and
+the next thread waiting on the same connection inherits the socket, dispatches that source
+once the socket turns readable and writes through a stack frame the first thread has long
+left. It takes a second thread inside libvirt on the same connection when it dies, which
+catkeeper's parallel reads, scans and refreshes made routine on a failing host. With the
+calls taken in turn here, no second thread ever waits inside libvirt for a connection: the
+next one waits below, and finds the connection closed instead of a stale source.
+``bench/stale_watch_repro.py`` shows it (raw calls die, calls through this class do not).
 """
 
 from __future__ import annotations
@@ -33,6 +47,10 @@ class ConnGuard:
         self._users = 0
         self._closer: Callable[[], None] | None = None
         self._closing = False
+        # Held for the whole call (see the module docstring: libvirt's client is not safe
+        # with two threads in calls on one connection when it dies). Re-entrant, so a call
+        # that makes another through the same guard on its own thread cannot deadlock.
+        self._turn = threading.RLock()
 
     def run(self, fn: Callable[[Any], T]) -> T:
         """``fn(conn)`` on the calling thread, unless the connection is closing."""
@@ -41,7 +59,12 @@ class ConnGuard:
                 raise HostUnavailable(f"{self._name}: the connection was closed")
             self._users += 1
         try:
-            return fn(self.conn)
+            with self._turn:
+                if self._closing:
+                    # Waited for its turn while the connection was given up (a hung host):
+                    # fail now instead of one more call on a dying connection.
+                    raise HostUnavailable(f"{self._name}: the connection was closed")
+                return fn(self.conn)
         finally:
             with self._lock:
                 self._users -= 1

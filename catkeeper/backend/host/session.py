@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -39,6 +40,14 @@ log = logging.getLogger(__name__)
 _PASS_ONLY = {libvirt.VIR_DOMAIN_EVENT_ID_REBOOT}
 # How long to gather a burst of events for one domain before re-reading it.
 _EVENT_COALESCE_S = 0.05
+# Domains per XML-reading call: 50 round trips fit the call timeout up to ~0.5 s each.
+_XML_CHUNK = 50
+
+
+def _read_part(
+    domains: list[Any], secure: bool, _conn: libvirt.virConnect
+) -> dict[str, StaticInfo | BaseException]:
+    return read_xml(domains, secure)
 
 
 class HostSession(HostConnection):
@@ -65,24 +74,21 @@ class HostSession(HostConnection):
     # ---- inventory ------------------------------------------------------------------------
 
     async def _read_xml_parallel(self, bulk: Bulk, uuids: list[str]) -> dict[str, StaticInfo]:
-        """Domain XML for these UUIDs, spread over the host's threads."""
+        """Domain XML for these UUIDs, a chunk per call."""
         if not uuids:
             return {}
-        threads = max(1, self.timing.workers_per_host)
-        chunks = [uuids[i::threads] for i in range(threads) if uuids[i::threads]]
         secure = not self.readonly
-        results = await asyncio.gather(
-            *(
-                self._submit(
-                    read_xml,
-                    [bulk.domains[u] for u in chunk],
-                    secure,
-                    timeout=self.timing.call_timeout,
-                    what="reading domain XML",
-                )
-                for chunk in chunks
-            )
-        )
+        domains = [bulk.domains[u] for u in uuids]
+        # Through the guard like every call (domain handles talk over the connection), in
+        # calls of _XML_CHUNK domains one after another. The guard takes a connection's calls
+        # in turn (libvirt's client crashes when a connection dies under two threads, see
+        # conn_guard.py), so chunks on several threads would only hold more threads; each
+        # chunk still has its own timeout, and a person's action takes its turn in between.
+        results: list[dict[str, StaticInfo | BaseException]] = []
+        for start in range(0, len(domains), _XML_CHUNK):
+            chunk = domains[start : start + _XML_CHUNK]
+            read = functools.partial(_read_part, chunk, secure)
+            results.append(await self.call(read, what="reading domain XML"))
         infos: dict[str, StaticInfo] = {}
         failures: list[str] = []
         for part in results:
