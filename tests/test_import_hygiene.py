@@ -35,6 +35,7 @@ MODULES = [
     "catkeeper.backend.vm.vmops",
     "catkeeper.backend.vm.xmledit",
     "catkeeper.backend.vm.snapshots",
+    "catkeeper.backend.capacity",
     "catkeeper.filtering",
     "catkeeper.cli.headless",
     "catkeeper.cli",
@@ -42,6 +43,7 @@ MODULES = [
     "catkeeper.cli.console",
     "catkeeper.cli.scan",
     "catkeeper.cli.vm",
+    "catkeeper.cli.hosts",
 ]
 
 

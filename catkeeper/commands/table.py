@@ -214,6 +214,29 @@ COMMANDS: tuple[Command, ...] = (
         key_display="^s",
         call="catkeeper.backend.vm.snapshots:list_snapshots",
     ),
+    # ---- hosts ------------------------------------------------------------------------
+    Command(
+        name="hosts",
+        label="Host capacity",
+        help="Each host's CPUs and memory, what running and all defined VMs take, overcommit",
+        group="Hosts",
+        scope=Scope.FLEET,
+        faces=frozenset({Face.CLI}),
+        usage="[--json]",
+        call="catkeeper.backend.capacity:loads",
+        cli="catkeeper.cli.hosts",
+    ),
+    Command(
+        name="place",
+        label="Place a VM",
+        help="The hosts where a VM of that size fits, best first, and why the others do not",
+        group="Hosts",
+        scope=Scope.FLEET,
+        faces=frozenset({Face.CLI}),
+        usage="--memory SIZE [--vcpus N] [--tag TAG]… [--json]",
+        call="catkeeper.backend.capacity:place",
+        cli="catkeeper.cli.hosts",
+    ),
     # ---- navigation -------------------------------------------------------------------
     Command(
         name="filter",
@@ -242,7 +265,6 @@ COMMANDS: tuple[Command, ...] = (
         group="Navigation",
         scope=Scope.UI,
         faces=frozenset({Face.COLON, Face.PALETTE}),
-        aliases=("hosts",),
         usage="[NAME]",
     ),
     Command(
