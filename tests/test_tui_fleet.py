@@ -73,6 +73,27 @@ async def test_filter_narrows_on_every_keystroke(tmp_path: Path) -> None:
         assert app.focused is app.fleet_screen.table
 
 
+async def test_a_filter_longer_than_the_bar_scrolls_to_the_cursor(tmp_path: Path) -> None:
+    """The bar's Input stores its size without a screen layout (BarInput): typing past the
+    right edge must still scroll so the cursor stays on screen, and home goes back."""
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(60, 20)) as pilot:
+        await app.wait_idle()
+        await pilot.press("slash")
+        entry = app.fleet_screen.bar.input
+        text = "!state:shutoff " * 6  # 90 cells in a bar of about 50
+        await pilot.press(*[c if c != " " else "space" for c in text], "w", "e", "b")
+        await pilot.pause()
+        assert entry.value == text + "web"
+        assert entry.scroll_x > 0
+        cursor_x = entry.cursor_screen_offset.x
+        assert entry.region.x <= cursor_x <= entry.region.right  # as with a plain Input
+        await pilot.press("home")
+        await pilot.pause()
+        assert entry.scroll_x == 0
+        assert names(app) == ["web-01", "web-02"]  # web-03 is shut off
+
+
 async def test_filter_operators_in_the_bar(tmp_path: Path) -> None:
     app = make_app(fleet_config(tmp_path))
     cases = {
