@@ -350,6 +350,17 @@ def json_flag(parser: argparse.ArgumentParser, text: str = "print the result as 
     parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=text)
 
 
+def wait_host_flag(parser: argparse.ArgumentParser) -> None:
+    """``--wait-host SECONDS``, read by :func:`settle_timeout`."""
+    parser.add_argument(
+        "--wait-host",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to wait for the hosts to connect (default: connect + call timeout)",
+    )
+
+
 def wants_json(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "json", False))
 

@@ -25,6 +25,7 @@ from catkeeper.cli.common import (
     finish,
     json_flag,
     open_fleet,
+    wait_host_flag,
 )
 from catkeeper.config import Config
 
@@ -79,13 +80,7 @@ def add_arguments(p: argparse.ArgumentParser, _command: Command) -> None:
     p.add_argument("--no-start", action="store_true", help="define it but do not start it")
     p.add_argument("--paused", action="store_true", help="start it with its CPUs paused")
     json_flag(p)
-    p.add_argument(
-        "--wait-host",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="how long to wait for the host to connect (default: the connect timeout)",
-    )
+    wait_host_flag(p)
 
 
 def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:

@@ -37,6 +37,7 @@ from catkeeper.cli.common import (
     json_flag,
     open_fleet,
     select,
+    wait_host_flag,
 )
 from catkeeper.config import Config, current_user
 
@@ -50,13 +51,7 @@ def add_arguments(p: argparse.ArgumentParser, _command: Command) -> None:
     add_target_arguments(p, many=False)
     add_holder_arguments(p)
     json_flag(p)
-    p.add_argument(
-        "--wait-host",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="how long to wait for the host to connect (default: connect + call timeout)",
-    )
+    wait_host_flag(p)
 
 
 def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:

@@ -18,7 +18,16 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from catkeeper.cli.common import CliError, Clock, Exit, emit, finish, json_flag, open_fleet
+from catkeeper.cli.common import (
+    CliError,
+    Clock,
+    Exit,
+    emit,
+    finish,
+    json_flag,
+    open_fleet,
+    wait_host_flag,
+)
 from catkeeper.config import Config
 from catkeeper.model import HostState
 
@@ -47,13 +56,7 @@ def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
             help="only hosts with this tag in the configuration (repeatable: all of them)",
         )
     json_flag(p)
-    p.add_argument(
-        "--wait-host",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="how long to wait for the hosts to connect (default: connect + call timeout)",
-    )
+    wait_host_flag(p)
 
 
 def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:

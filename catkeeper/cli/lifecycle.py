@@ -41,6 +41,7 @@ from catkeeper.cli.common import (
     json_flag,
     open_fleet,
     select,
+    wait_host_flag,
     wants_json,
 )
 from catkeeper.config import Config, current_user
@@ -92,12 +93,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: Command) -> None:
             help="seconds to wait after ctrl-alt-del before forcing off "
             "(default: graceful_stop.ctrl_alt_del_wait, 30)",
         )
-    parser.add_argument(
-        "--wait-host",
-        type=float,
-        metavar="SECONDS",
-        help="how long to wait for the hosts to connect (default: connect + call timeout)",
-    )
+    wait_host_flag(parser)
 
 
 def run(args: argparse.Namespace, config: Config, *, clock: Clock = time.time) -> int:

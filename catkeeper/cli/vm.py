@@ -32,6 +32,7 @@ from catkeeper.cli.common import (
     json_flag,
     open_fleet,
     select,
+    wait_host_flag,
 )
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM
@@ -43,13 +44,7 @@ if TYPE_CHECKING:
 
 def _common(p: argparse.ArgumentParser) -> None:
     json_flag(p)
-    p.add_argument(
-        "--wait-host",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="how long to wait for the host to connect (default: connect + call timeout)",
-    )
+    wait_host_flag(p)
 
 
 def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
