@@ -42,5 +42,12 @@ class DomainEvent:
     args: tuple[object, ...]
 
 
-FleetEvent = HostChanged | InventoryLoaded | VmChanged | VmRemoved | DomainEvent
+@dataclass(frozen=True)
+class StatsUpdated:
+    """New live-stats samples for the VMs of one host (in its session's ``stats``)."""
+
+    host: str
+
+
+FleetEvent = HostChanged | InventoryLoaded | VmChanged | VmRemoved | DomainEvent | StatsUpdated
 Listener = Callable[[FleetEvent], None]

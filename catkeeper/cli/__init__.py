@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="--json: also ask libvirt for guest addresses (agent, lease, arp); one call per "
         "running VM and source",
     )
+    parser.add_argument(
+        "--stats",
+        action="store_true",
+        help="--json: add each VM's current rates (CPU %% of its vCPUs, memory, net, disk); "
+        "needs two samples, so the run waits one timing.stats_interval (1 s when 0)",
+    )
     parser.add_argument("--log", metavar="FILE", help="log file (default under $XDG_STATE_HOME)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-vv: debug)")
     parser.add_argument(
@@ -115,6 +121,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
                 timeout=timeout,
                 vm_filter=vm_filter,
                 ips=args.ips,
+                stats=args.stats,
             )
         )
     except UnknownHost as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from catkeeper import __version__
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.stats.cli import stats_json, two_samples
 from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
 from catkeeper.model import VM, Host, HostState, to_jsonable
@@ -59,13 +60,16 @@ async def collect(
     vm_filter: Callable[[VM, float], bool] | None = None,
     ips: bool = False,
     clock: Callable[[], float] = time.time,
+    stats: bool = False,
 ) -> tuple[dict[str, Any], int]:
     """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
 
     With ``ips``, guest addresses are looked for too (DHCP leases per network, the host's
     neighbour table, connected guest agents, per-VM calls for the rest), each host as soon
     as it has answered, within the same ``timeout``; active sweeps are ``catkeeper scan``'s
-    job. ``vm_filter(vm, now)`` and the document's ``generated_at`` use ``clock``.
+    job. ``vm_filter(vm, now)`` and the document's ``generated_at`` use ``clock``. With
+    ``stats``, each VM gets its current rates (``stats_json``: two samples, one interval
+    apart, so the run takes that much longer).
     """
     started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
@@ -79,6 +83,8 @@ async def collect(
                 budget = max(0.0, timeout - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(addresses), budget)
+            if stats:
+                await two_samples(fleet, clock)
             hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
             vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
         finally:
@@ -96,6 +102,9 @@ async def collect(
         "hosts": to_jsonable(hosts),
         "vms": to_jsonable(vms),
     }
+    if stats:
+        for vm, item in zip(vms, doc["vms"], strict=True):
+            item["stats"] = stats_json(fleet.session(vm.host).stats.latest(vm.uuid))
     down = any(h.state is HostState.UNREACHABLE for h in hosts)
     return doc, Exit.UNREACHABLE if down else Exit.OK
 

@@ -32,7 +32,14 @@ from catkeeper.config.yamlreader import Reader, join
 _TOP_KEYS = ("hosts", "timing", "graceful_stop", "ipscan", "viewer", "owner", "readonly")
 # Numbers for which 0 means "off" rather than nonsense.
 _ZERO_MEANS_OFF = frozenset(
-    ("refresh_interval", "libvirt_interval", "sweep_interval", "per_vm_calls", "shared_workers")
+    (
+        "refresh_interval",
+        "stats_interval",
+        "libvirt_interval",
+        "sweep_interval",
+        "per_vm_calls",
+        "shared_workers",
+    )
     # 0: off/auto/none
 )
 _HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly", "libvirt_transport")

@@ -70,6 +70,9 @@ class Timing:
     connect_timeout: float = 10.0  # seconds for one connection attempt
     call_timeout: float = 30.0  # seconds for one libvirt call
     refresh_interval: float = 10.0  # seconds between warm refreshes (0: events only)
+    # Seconds between live-stats polls, one bulk call per host (0: off; equal to
+    # refresh_interval: carried by the warm refresh's own call).
+    stats_interval: float = 10.0
     backoff_initial: float = 1.0  # first reconnect delay
     backoff_max: float = 60.0  # reconnect delays double up to this
     keepalive_interval: int = 5  # libvirt keepalive, where the driver supports it

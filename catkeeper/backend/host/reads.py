@@ -7,13 +7,14 @@ data, so that a warm refresh in which nothing changed costs the loop no per-VM w
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import libvirt
 
 from catkeeper.backend.inventory import StaticInfo, parse_domain_xml
+from catkeeper.backend.stats import STATS_GROUPS
 from catkeeper.model import Capacity, VmState
 
 _STATS = (
@@ -63,12 +64,17 @@ def _version_text(v: int) -> str:
     return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
 
 
-def read_bulk(conn: libvirt.virConnect, previous: dict[str, Signature] | None = None) -> Bulk:
+def read_bulk(
+    conn: libvirt.virConnect,
+    previous: dict[str, Signature] | None = None,
+    sample: Callable[[Iterable[tuple[str, dict[str, Any]]]], None] | None = None,
+) -> Bulk:
     """The bulk calls: one stats call lists every domain (active or not) with its handle.
 
     Autostart and transient domains are the short lists (persistent = all but transient),
     so a refresh makes one domain handle per VM, not three (6.3 → 2.6 ms of CPU per
-    500-VM host).
+    500-VM host). With ``sample`` (live stats at the refresh's own interval) the same call
+    also asks for the stats groups and hands the records over, still on this thread.
     """
     started = time.perf_counter()
     info = conn.getInfo()
@@ -89,7 +95,8 @@ def read_bulk(conn: libvirt.virConnect, previous: dict[str, Signature] | None = 
     signatures: dict[str, Signature] = {}
     changed: list[str] = []
     old = previous or {}
-    for dom, record in conn.getAllDomainStats(_STATS, 0):
+    groups = _STATS | STATS_GROUPS if sample is not None else _STATS
+    for dom, record in conn.getAllDomainStats(groups, 0):
         uuid = dom.UUIDString()
         stats[uuid] = record
         code = int(record.get("state.state", 0))
@@ -105,6 +112,8 @@ def read_bulk(conn: libvirt.virConnect, previous: dict[str, Signature] | None = 
         if old.get(uuid) != signature:
             changed.append(uuid)
             by_uuid[uuid] = dom
+    if sample is not None:
+        sample(stats.items())
     return Bulk(
         uuids=list(signatures),
         states=states,

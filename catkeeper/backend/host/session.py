@@ -30,6 +30,7 @@ from catkeeper.backend.host.connection import HostConnection
 from catkeeper.backend.host.reads import Bulk, Signature, read_bulk, read_one, read_xml
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
 from catkeeper.backend.memory import release_freed_memory
+from catkeeper.backend.stats import HostStats, fold_sampler, start_polling
 from catkeeper.backend.worker import ThreadBudget
 from catkeeper.config import HostConfig, Timing
 from catkeeper.model import VM, HostState, VmState
@@ -70,6 +71,17 @@ class HostSession(HostConnection):
         # Adds what other sources know (IP sightings) to every VM this session builds.
         self.decorate: Callable[[VM], VM] | None = None
         self._degraded_reason: str | None = None
+        self.stats = HostStats(cfg.name)  # live rates per VM (backend/stats)
+        self._stats_task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        super().start()
+        self._stats_task = start_polling(self, self._emit)
+
+    async def aclose(self) -> None:
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+        await super().aclose()
 
     # ---- inventory ------------------------------------------------------------------------
 
@@ -150,7 +162,8 @@ class HostSession(HostConnection):
 
     async def _warm_refresh(self) -> None:
         self._degraded_reason = None
-        bulk = await self.call(lambda c: read_bulk(c, self._signatures), what="refreshing")
+        sample = fold_sampler(self)  # the stats ride on this call (same interval)
+        bulk = await self.call(lambda c: read_bulk(c, self._signatures, sample), what="refreshing")
         now = self._clock()
         # Only what the worker saw change: with nothing changed, no per-VM work here.
         new = [u for u in bulk.changed if u not in self._static]

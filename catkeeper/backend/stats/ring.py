@@ -1,0 +1,63 @@
+"""Per-VM rings of recent rates for one host, filled on that host's worker thread.
+
+Not in the frozen ``VM`` model on purpose: counters change on every poll, so keeping them
+there would make every poll a model diff (and a repaint) of every VM. Here a poll touches
+only this host's rings, then tells the UI once "stats updated for host H"; the table
+repaints only the rows it shows.
+
+Writers: one poll at a time per host (the host's calls take turns, conn_guard.py), on a
+worker thread. Readers (the UI) only take a reference to a ring and copy it; the rings of a
+poll are swapped in whole, so a reader never sees half a poll.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from catkeeper.backend.stats.sample import Counters, Rates, counters, rates
+
+RING = 30  # samples kept per VM: 5 minutes at the default 10 s
+
+
+class HostStats:
+    def __init__(self, host: str, *, ring: int = RING) -> None:
+        self.host = host
+        self.ring = ring
+        self._last: dict[str, Counters] = {}
+        self._rings: dict[str, tuple[Rates, ...]] = {}
+        self.polls = 0  # counts polls taken, so tests and the CLI can wait for the next one
+        # Called (on the worker thread) after each poll; the session posts it to its loop.
+        self.on_poll: Callable[[], None] | None = None
+
+    def take(self, records: Iterable[tuple[str, dict[str, Any]]], mono: float, wall: float) -> None:
+        """Fold one bulk stats read (``(uuid, record)`` pairs) taken at these times."""
+        last = self._last
+        old_rings = self._rings
+        new_last: dict[str, Counters] = {}
+        new_rings: dict[str, tuple[Rates, ...]] = {}
+        keep = max(1, self.ring - 1)
+        for uuid, record in records:
+            sample = counters(record, mono)
+            new_last[uuid] = sample
+            # Tuples, not deques: a reader copying a ring can never see it change under it.
+            new_rings[uuid] = (
+                *old_rings.get(uuid, ())[-keep:],
+                rates(sample, last.get(uuid), wall),
+            )
+        # Domains gone from the host are dropped with the old dicts.
+        self._last, self._rings = new_last, new_rings
+        self.polls += 1
+        if self.on_poll is not None:
+            self.on_poll()
+
+    def series(self, uuid: str) -> list[Rates]:
+        """This VM's samples, oldest first (empty when none was taken)."""
+        return list(self._rings.get(uuid, ()))
+
+    def latest(self, uuid: str) -> Rates | None:
+        ring = self._rings.get(uuid)
+        return ring[-1] if ring else None
+
+    def uuids(self) -> list[str]:
+        return list(self._rings)
