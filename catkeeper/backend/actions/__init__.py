@@ -13,25 +13,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from catkeeper.backend import audit
+from catkeeper.backend.actions import graceful, simple
 from catkeeper.backend.actions.graceful import (
     KEY_DELETE,
     KEY_LEFTALT,
     KEY_LEFTCTRL,
-    GracefulStop,
     _stop_action,
     graceful_stop,
 )
-from catkeeper.backend.actions.simple import (
-    ActionError,
-    destroy,
-    domain_xml,
-    reboot,
-    reset,
-    resume,
-    shutdown,
-    start,
-    suspend,
-)
+from catkeeper.backend.actions.simple import ActionError, domain_xml
 from catkeeper.backend.fleet import Fleet
 from catkeeper.model import FINAL_STAGES, VM, Stage, StopProgress, VmState
 
@@ -57,6 +48,36 @@ __all__ = [
     "start",
     "suspend",
 ]
+
+
+# ---------------------------------------------------------------------------------------
+# Every change is recorded in the VM's audit trail: wrapped here, once, because the TUI
+# (``ACTIONS``) and the CLI (the command table's ``call``) both take the actions from here.
+
+start = audit.audited("start", simple.start)
+shutdown = audit.audited("shutdown", simple.shutdown)
+destroy = audit.audited("destroy", simple.destroy)
+reboot = audit.audited("reboot", simple.reboot)
+reset = audit.audited("reset", simple.reset)
+suspend = audit.audited("pause", simple.suspend)
+resume = audit.audited("resume", simple.resume)
+
+
+class GracefulStop(graceful.GracefulStop):
+    """The escalating stop; recorded in the audit trail once it sent the guest anything."""
+
+    _sent = False
+
+    def _report(self, stage: Stage, deadline: float | None, message: str) -> StopProgress:
+        self._sent = self._sent or stage in ("acpi", "ctrl-alt-del", "destroy")
+        return super()._report(stage, deadline, message)
+
+    async def run(self) -> StopProgress:
+        final = await super().run()
+        if self._sent:
+            what = final.message.removeprefix(f"{self.vm.ref} ")
+            await audit.record(self.fleet, self.vm, "stop", f"{final.stage}: {what}")
+        return final
 
 
 # ---------------------------------------------------------------------------------------
@@ -87,7 +108,7 @@ ACTIONS: dict[str, Action] = {
     for a in (
         Action("start", start, _in(VmState.SHUTOFF, VmState.CRASHED)),
         Action("shutdown", shutdown, _in(*_RUNNING)),
-        Action("stop", _stop_action, _in(*_RUNNING)),
+        Action("stop", audit.audited("stop", _stop_action), _in(*_RUNNING)),
         Action("reboot", reboot, _in(*_RUNNING)),
         Action("reset", reset, _in(*_RUNNING)),
         Action("destroy", destroy, _in(*_ACTIVE)),

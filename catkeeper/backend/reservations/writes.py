@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.errors import (
     BackendError,
     CallTimeout,
@@ -85,6 +86,7 @@ async def _run(fleet: Fleet, vm: VM, verb: str, who: str, plan: Planner) -> Outc
             await session.refresh_domain(vm.uuid)
         except Exception as exc:  # written already; the event will bring it
             log.info("re-reading %s after a reservation change: %s", vm.ref, describe(exc))
+        await audit.reservation_written(fleet, vm, outcome.before, outcome.after, who=who)
     return outcome
 
 

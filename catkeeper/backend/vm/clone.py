@@ -15,6 +15,7 @@ from typing import Literal
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
@@ -212,6 +213,7 @@ async def clone(
     got = await refresh(session, uuid)
     if got is None:
         raise ActionError(f"{attempt}: the new VM vanished right after it was defined")
+    await audit.record(fleet, got, "clone", f"cloned from {vm.ref} ({mode})")
     return got
 
 

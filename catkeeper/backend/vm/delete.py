@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import describe
 from catkeeper.backend.fleet import Fleet
@@ -61,6 +62,9 @@ async def delete(
         await refresh(session, vm.uuid)
         raise
     await refresh(session, vm.uuid)
+    # The domain and its ring are gone: the local log is all that remembers it.
+    with_volumes = f"with {', '.join(wanted)}" if wanted else "its volumes kept"
+    await audit.record(fleet, vm, "delete", with_volumes, on_host=False)
     removed: list[str] = []
     failed: list[str] = []
     for path in wanted:

@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm.common import (
@@ -87,4 +88,5 @@ async def rename(fleet: Fleet, vm: VM, new_name: str, *, redefine: bool = False)
     got = await refresh(session, vm.uuid)
     if got is None:
         raise ActionError(f"{attempt}: the VM vanished after the rename")
+    await audit.record(fleet, vm, "rename", f"from {vm.name} to {got.name}", name=got.name)
     return got

@@ -15,6 +15,7 @@ from xml.sax.saxutils import escape
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
@@ -107,6 +108,7 @@ async def create_snapshot(fleet: Fleet, vm: VM, name: str = "", description: str
 
     created = await on_host(session, attempt, take, timeout=_slow_timeout(session, vm))
     await refresh(session, vm.uuid)
+    await audit.record(fleet, vm, "snapshot-create", name)
     return created
 
 
@@ -117,14 +119,17 @@ async def revert_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
     attempt = f"revert {vm.ref} to snapshot {name!r}"
     session = fleet.writable(vm.host, attempt)
 
-    def revert(conn: libvirt.virConnect) -> None:
+    def revert(conn: libvirt.virConnect) -> list[audit.Entry] | None:
         dom = conn.lookupByUUIDString(vm.uuid)
+        history = audit.history_before(dom)  # the snapshot's metadata holds an older ring
         dom.revertToSnapshot(dom.snapshotLookupByName(name, 0), 0)
+        return history
 
     try:
-        await on_host(session, attempt, revert, timeout=_slow_timeout(session, vm))
+        history = await on_host(session, attempt, revert, timeout=_slow_timeout(session, vm))
     finally:
         await refresh(session, vm.uuid)
+    await audit.record(fleet, vm, "snapshot-revert", name, history=history)
 
 
 async def delete_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
@@ -137,3 +142,4 @@ async def delete_snapshot(fleet: Fleet, vm: VM, name: str) -> None:
         dom.snapshotLookupByName(name, 0).delete(0)
 
     await on_host(session, attempt, remove, timeout=_slow_timeout(session, vm))
+    await audit.record(fleet, vm, "snapshot-delete", name)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import BackendError
 from catkeeper.backend.fleet import Fleet
@@ -181,6 +182,9 @@ async def apply_xml(fleet: Fleet, vm: VM, edited: str, *, base: str) -> Applied:
     except ActionError as exc:
         raise XmlEditError(str(exc), code=exc.code) from exc
     await refresh(session, vm.uuid)
+    if result.changed:
+        detail = audit.xml_detail(result.before, result.after, result.running)
+        await audit.record(fleet, vm, "edit-xml", detail)
     return result
 
 
