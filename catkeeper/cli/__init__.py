@@ -64,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="only VMs matching EXPR, as typed in the TUI's / bar (e.g. 'state:running owner:me')",
     )
     parser.add_argument(
+        "--view",
+        metavar="NAME",
+        help="--json: a saved view's filter and sort (config views: or views.yaml); "
+        "--filter narrows it further",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
@@ -98,17 +104,27 @@ def _fail(message: str, code: int) -> int:
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
     from catkeeper.cli.headless import collect, dumps
+    from catkeeper.config.views import find_view
     from catkeeper.filtering import FilterError, parse_filter, tags_of
 
+    view = None
+    if args.view is not None:
+        view = find_view(config.views, args.view)
+        if view is None:
+            known = ", ".join(v.name for v in config.views) or "none"
+            return _fail(f"--view: no view {args.view!r} (views: {known})", Exit.USAGE)
+    filters = []
+    # The view's filter and --filter both apply: every term of each must match.
+    for option, text in (("--view", view.filter if view else None), ("--filter", args.filter)):
+        if text:
+            try:
+                me, tags = current_user(config), tags_of(config.hosts)
+                filters.append(parse_filter(text, me=me, host_tags=tags))
+            except FilterError as exc:
+                return _fail(f"{option}: {exc}", Exit.USAGE)
     vm_filter = None
-    if args.filter is not None:
-        try:
-            chosen = parse_filter(
-                args.filter, me=current_user(config), host_tags=tags_of(config.hosts)
-            )
-        except FilterError as exc:
-            return _fail(f"--filter: {exc}", Exit.USAGE)
-        vm_filter = chosen.matches
+    if filters:
+        vm_filter = lambda vm, now: all(f.matches(vm, now) for f in filters)  # noqa: E731
     timeout = args.timeout
     if timeout is None:
         timeout = config.timing.connect_timeout + config.timing.call_timeout
@@ -121,6 +137,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
                 timeout=timeout,
                 vm_filter=vm_filter,
                 ips=args.ips,
+                sort=(view.sort, view.descending) if view and view.sort else None,
                 stats=args.stats,
             )
         )

@@ -16,6 +16,7 @@ from catkeeper.backend.host import HostSession
 from catkeeper.backend.stats.cli import stats_json, two_samples
 from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
+from catkeeper.config.views import sort_vms
 from catkeeper.model import VM, Host, HostState, to_jsonable
 
 
@@ -61,6 +62,7 @@ async def collect(
     ips: bool = False,
     clock: Callable[[], float] = time.time,
     stats: bool = False,
+    sort: tuple[str, bool] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
 
@@ -69,7 +71,8 @@ async def collect(
     as it has answered, within the same ``timeout``; active sweeps are ``catkeeper scan``'s
     job. ``vm_filter(vm, now)`` and the document's ``generated_at`` use ``clock``. With
     ``stats``, each VM gets its current rates (``stats_json``: two samples, one interval
-    apart, so the run takes that much longer).
+    apart, so the run takes that much longer). ``sort``: (column, descending), in the
+    table's order for that column (a saved view's).
     """
     started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
@@ -95,6 +98,8 @@ async def collect(
     now = clock()
     if vm_filter is not None:
         vms = [vm for vm in vms if vm_filter(vm, now)]
+    if sort is not None:
+        vms = sort_vms(vms, *sort)
     doc = {
         "catkeeper_version": __version__,
         "generated_at": now,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from catkeeper.config.parse import parse_config
 from catkeeper.config.settings import DEMO_DIR, DEMO_SOURCE, Config, ConfigError, HostConfig
+from catkeeper.config.views import with_saved_views
 
 
 def find_config_path(explicit: str | None, env: Mapping[str, str]) -> str | None:
@@ -41,11 +42,12 @@ def load_config(
     demo_dir: Path | None = None,
 ) -> Config:
     """The validated config from the search order, or the demo fleet when none is found."""
+    env = os.environ if env is None else env
     if demo:
-        return demo_config(demo_dir)
-    path = find_config_path(explicit, os.environ if env is None else env)
+        return with_saved_views(demo_config(demo_dir), env)
+    path = find_config_path(explicit, env)
     if path is None:
-        return demo_config(demo_dir)
+        return with_saved_views(demo_config(demo_dir), env)
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -55,7 +57,7 @@ def load_config(
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise ConfigError(path, line, None, "not UTF-8 text") from e
-    return parse_config(text, path)
+    return with_saved_views(parse_config(text, path), env)
 
 
 def demo_config(demo_dir: Path | None = None) -> Config:

@@ -23,13 +23,23 @@ from catkeeper.config.settings import (
     SshSettings,
     Timing,
 )
+from catkeeper.config.views import parse_views
 from catkeeper.config.yamlreader import Reader, join
 
 # ---------------------------------------------------------------------------------------
 # Parsing: walk the composed node tree (not safe_load's plain objects) so that every
 # error can point at a line, and duplicate keys, which safe_load silently merges, are seen.
 
-_TOP_KEYS = ("hosts", "timing", "graceful_stop", "ipscan", "viewer", "owner", "readonly")
+_TOP_KEYS = (
+    "hosts",
+    "timing",
+    "graceful_stop",
+    "ipscan",
+    "viewer",
+    "owner",
+    "readonly",
+    "views",
+)
 # Numbers for which 0 means "off" rather than nonsense.
 _ZERO_MEANS_OFF = frozenset(
     (
@@ -88,6 +98,7 @@ def parse_config(text: str, path: str) -> Config:
         viewer=viewer,
         owner=r.string(top["owner"], "owner") if "owner" in top else None,
         readonly=r.boolean(top["readonly"], "readonly") if "readonly" in top else False,
+        views=parse_views(r, top["views"]) if "views" in top else (),
     )
 
 

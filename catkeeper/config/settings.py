@@ -9,7 +9,10 @@ import getpass
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from catkeeper.config.views import View
 
 # The package's demo fleet (catkeeper/demo), one directory up from this package.
 DEMO_DIR = Path(__file__).parent.parent / "demo"
@@ -112,6 +115,8 @@ class Config:
     viewer: tuple[str, ...] | None = None  # argv template; None: first viewer found on PATH
     owner: str | None = None  # reservation owner; None: the login name
     readonly: bool = False
+    views: tuple[View, ...] = ()  # saved views: the config's, then views.yaml's
+    views_file: str = ""  # where :save-view writes (catkeeper.config.views.views_path)
 
     @property
     def is_demo(self) -> bool:
