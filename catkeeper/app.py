@@ -29,6 +29,7 @@ from catkeeper.backend.fleet import Fleet, UnknownHost
 from catkeeper.backend.ipscan.book import IpBook
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.scheduler import IpScanner
+from catkeeper.backend.stats import FleetStats
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM, StopProgress
 from catkeeper.screens.detail import DetailScreen
@@ -106,6 +107,7 @@ class CatkeeperApp(App[int]):
             latency_format=latency_format,
             readonly=self.readonly,
         )
+        self.fleet_screen.table.use_stats(FleetStats.of(self.fleet.sessions))
         self.events = EventPump(self.store, clock, self.call_later, self._post_to_screens)
         self.lifecycle = Lifecycle(self)
         self.reservations = Reservations(self)

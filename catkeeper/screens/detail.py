@@ -25,6 +25,8 @@ from catkeeper.backend.ipscan.results import normalize_mac
 from catkeeper.model import VM, Host, IpSighting, VmState
 from catkeeper.screens.messages import FleetUpdated, StopProgressed, WorkerFailed
 from catkeeper.widgets import format as fmt
+from catkeeper.widgets.stats_plots import Source as StatsSource
+from catkeeper.widgets.stats_plots import StatsPlots
 
 XmlFetcher = Callable[[VM], Awaitable[str]]
 SightingsOf = Callable[[str], Sequence[IpSighting]]  # MAC → every source's sightings
@@ -214,8 +216,10 @@ class DetailScreen(Screen[None]):
         clock: fmt.Clock = time.time,
         sightings: SightingsOf | None = None,
         conflicts: Conflicts | None = None,
+        stats: StatsSource | None = None,
     ) -> None:
         super().__init__()
+        self._stats = stats
         self.key = key
         self.vm = vm
         self.host = host
@@ -236,6 +240,7 @@ class DetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="title")
         with VerticalScroll(id="body"):
+            yield StatsPlots(self._stats, self.vm.host, self.vm.uuid, id="plots")
             yield Static(id="info")
             yield Static("fetching the domain XML…", id="xml")
         yield Footer()
@@ -274,6 +279,8 @@ class DetailScreen(Screen[None]):
             self.notify(f"{self.vm.ref} no longer exists", severity="warning")
         if vm is not None or self.vm.host in changes.hosts:
             self.render_vm()
+        if self.vm.host in changes.stats:
+            self.query_one(StatsPlots).update_stats()
 
     def on_stop_progressed(self, message: StopProgressed) -> None:
         if message.key == self.key:

@@ -112,6 +112,8 @@ class FleetScreen(Screen[None]):
             self.strip.update_hosts(changes.hosts.values())
         if changes.upserts or changes.removed:
             self.table.apply(changes.upserts, changes.removed)
+        if changes.stats:
+            self.table.stats_updated()
         self.refresh_status()
 
     def on_stop_progressed(self, message: StopProgressed) -> None:

@@ -14,6 +14,7 @@ from catkeeper.backend.events import (
     FleetEvent,
     HostChanged,
     InventoryLoaded,
+    StatsUpdated,
     VmChanged,
     VmRemoved,
 )
@@ -39,9 +40,10 @@ class Changes:
     upserts: dict[str, VM] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
     hosts: dict[str, Host] = field(default_factory=dict)
+    stats: set[str] = field(default_factory=set)  # hosts with a new live-stats poll
 
     def __bool__(self) -> bool:
-        return bool(self.upserts or self.removed or self.hosts)
+        return bool(self.upserts or self.removed or self.hosts or self.stats)
 
 
 class FleetStore:
@@ -86,6 +88,8 @@ class FleetStore:
                 if self.vms.pop(key, None) is not None:
                     changes.upserts.pop(key, None)
                     changes.removed.add(key)
+            elif isinstance(event, StatsUpdated):
+                changes.stats.add(event.host)
             elif isinstance(event, DomainEvent):
                 pass  # the re-read VmChanged that follows carries what the table shows
         return changes

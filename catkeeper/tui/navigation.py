@@ -8,6 +8,7 @@ from typing import Any
 
 from catkeeper.backend.actions import domain_xml
 from catkeeper.backend.errors import BackendError
+from catkeeper.backend.stats import FleetStats
 from catkeeper.commands import Command
 from catkeeper.model import VM
 from catkeeper.screens.detail import DetailScreen
@@ -47,6 +48,7 @@ class Navigation:
             clock=host.clock,
             sightings=host.ipscan.book.all_sightings,
             conflicts=host.ipscan.conflicts,
+            stats=FleetStats.of(host.fleet.sessions),
         )
         host.show(screen)
 

@@ -18,6 +18,7 @@ from textual.timer import Timer
 
 from catkeeper.model import VM, StopProgress, VmState
 from catkeeper.widgets import format as fmt
+from catkeeper.widgets import stats_cells
 
 _STATE_ORDER = {s: i for i, s in enumerate(VmState)}
 
@@ -37,6 +38,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("state", "STATE", lambda vm: _STATE_ORDER[vm.state]),
     Column("vcpus", "CPU", lambda vm: vm.vcpus, align_right=True),
     Column("memory", "MEM", lambda vm: vm.memory_kib, align_right=True),
+    Column("cpu", "CPU%", stats_cells.sort_cpu),  # live stats: figure + sparkline
+    Column("net", "NET", stats_cells.sort_net),
     Column("ips", "IP", lambda vm: fmt.ips(vm)),
     Column(
         "owner",
@@ -135,6 +138,21 @@ class VmTableDrawing(ScrollView):
     _order_dirty: bool
     _rows: list[tuple[str, VM, str]] | None
     _ticker: Timer | None
+    stats: stats_cells.StatsSource | None = None  # live rates (use_stats)
+    _stats_serial = 0  # in the row cache key: a poll redraws the visible rows only
+    _stats_shown = False
+
+    def use_stats(self, source: stats_cells.StatsSource | None) -> None:
+        self.stats = source
+        stats_cells.use(source)
+
+    def stats_updated(self) -> None:
+        """A host's stats poll came in: the columns appear once some host has rates."""
+        self._stats_serial += 1
+        if not self._stats_shown and self.stats is not None and self.stats.reporting():
+            self._stats_shown = True
+            self._layout()
+        self.refresh()
 
     def set_progress(self, key: str, progress: StopProgress | None) -> None:
         """Show a graceful stop's stage and countdown in the row's state cell."""
@@ -191,9 +209,10 @@ class VmTableDrawing(ScrollView):
             "ips": min(max(cw.get("ips", 2), 2), 31),
             "owner": min(max(cw.get("owner", 1), len("OWNER")), 12),
             "until": 7,
+            **stats_cells.widths(self._stats_shown),
         }
         # Narrow terminals give up the least telling columns first.
-        for drop in ("ips", "until", "vcpus"):
+        for drop in (*stats_cells.widths(self._stats_shown), "ips", "until", "vcpus"):
             fixed = sum(widths.values()) + len(widths)  # one space after each column
             if width - fixed >= 16 or drop not in widths:
                 break
@@ -297,6 +316,7 @@ class VmTableDrawing(ScrollView):
         until: tuple[str, Style | None] = (fmt.until(vm.reservation, now), None)
         owner: tuple[str, Style | None] = (fmt.owner(vm), None)
         note: tuple[str, Style | None] = (fmt.note(vm), None)
+        cpu, net = stats_cells.cells(self.stats, vm)
         if vm.reservation is not None and vm.reservation.is_expired(now):
             # Expired: still shown (nothing is deleted silently), dimmed, and said so, in
             # the owner cell too when the terminal is too narrow for the UNTIL column.
@@ -310,6 +330,8 @@ class VmTableDrawing(ScrollView):
             "state": self._state_text(key, vm),
             "vcpus": (str(vm.vcpus), None),
             "memory": (fmt.memory(vm.memory_kib), None),
+            "cpu": (cpu, None),
+            "net": (net, None),
             "ips": (fmt.ips(vm), None),
             "owner": owner,
             "until": until,
@@ -339,7 +361,7 @@ class VmTableDrawing(ScrollView):
             return self._row(key, vm, cursor, marked)
         # Cached per row state: a cursor move repaints every visible line, but only the two
         # rows whose look changed are drawn again. The minute bucket ages "until" columns.
-        cache_key = (key, vm, cursor, marked, int(self._clock() // 60))
+        cache_key = (key, vm, cursor, marked, int(self._clock() // 60), self._stats_serial)
         strip = self._rows_cache.get(cache_key)
         if strip is None:
             if len(self._rows_cache) > _ROW_CACHE_SIZE:

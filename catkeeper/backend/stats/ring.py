@@ -12,8 +12,8 @@ poll are swapped in whole, so a reader never sees half a poll.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
 
 from catkeeper.backend.stats.sample import Counters, Rates, counters, rates
 
@@ -26,6 +26,7 @@ class HostStats:
         self.ring = ring
         self._last: dict[str, Counters] = {}
         self._rings: dict[str, tuple[Rates, ...]] = {}
+        self.reporting = False  # whether the last poll gave any VM a CPU rate
         self.polls = 0  # counts polls taken, so tests and the CLI can wait for the next one
         # Called (on the worker thread) after each poll; the session posts it to its loop.
         self.on_poll: Callable[[], None] | None = None
@@ -37,16 +38,17 @@ class HostStats:
         new_last: dict[str, Counters] = {}
         new_rings: dict[str, tuple[Rates, ...]] = {}
         keep = max(1, self.ring - 1)
+        reporting = False
         for uuid, record in records:
             sample = counters(record, mono)
             new_last[uuid] = sample
+            now = rates(sample, last.get(uuid), wall)
+            reporting = reporting or now.cpu_pct is not None
             # Tuples, not deques: a reader copying a ring can never see it change under it.
-            new_rings[uuid] = (
-                *old_rings.get(uuid, ())[-keep:],
-                rates(sample, last.get(uuid), wall),
-            )
+            new_rings[uuid] = (*old_rings.get(uuid, ())[-keep:], now)
         # Domains gone from the host are dropped with the old dicts.
         self._last, self._rings = new_last, new_rings
+        self.reporting = reporting
         self.polls += 1
         if self.on_poll is not None:
             self.on_poll()
@@ -61,3 +63,26 @@ class HostStats:
 
     def uuids(self) -> list[str]:
         return list(self._rings)
+
+
+class _HasStats(Protocol):
+    @property
+    def stats(self) -> HostStats: ...
+
+
+class FleetStats:
+    """Every host's rings behind one lookup (what the TUI's table and detail screen read)."""
+
+    def __init__(self, hosts: Mapping[str, HostStats]) -> None:
+        self._hosts = dict(hosts)  # a session keeps its HostStats for life
+
+    @classmethod
+    def of(cls, sessions: Mapping[str, _HasStats]) -> FleetStats:
+        return cls({name: session.stats for name, session in sessions.items()})
+
+    def series(self, host: str, uuid: str) -> list[Rates]:
+        stats = self._hosts.get(host)
+        return stats.series(uuid) if stats is not None else []
+
+    def reporting(self) -> bool:
+        return any(s.reporting for s in self._hosts.values())
