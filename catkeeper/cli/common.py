@@ -125,6 +125,9 @@ async def running(
     """
     if prepare is not None:
         prepare(fleet)
+    from catkeeper.backend import audit
+
+    audit.watch(fleet, lambda message: err(f"warning: {message}"))  # e.g. history not written
     await fleet.start()
     try:
         if wait is not None:

@@ -214,6 +214,17 @@ COMMANDS: tuple[Command, ...] = (
         key_display="^s",
         call="catkeeper.backend.vm.snapshots:list_snapshots",
     ),
+    Command(
+        name="history",
+        label="History",
+        help="Who changed the VM, when and how (the audit trail kept on its host)",
+        group="VMs",
+        scope=Scope.VM,
+        faces=frozenset({Face.COLON, Face.PALETTE, Face.CLI}),
+        cli_usage="TARGET [--json]",
+        call="catkeeper.backend.audit:read",
+        cli="catkeeper.cli.history",
+    ),
     # ---- hosts ------------------------------------------------------------------------
     Command(
         name="hosts",
