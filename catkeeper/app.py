@@ -53,6 +53,7 @@ from catkeeper.tui.keys import HELP_SECTIONS, bindings
 from catkeeper.tui.lifecycle import Lifecycle
 from catkeeper.tui.navigation import Navigation
 from catkeeper.tui.reservations import Reservations
+from catkeeper.tui.views import ViewCommands, Views
 from catkeeper.tui.vmops import VmOps
 from catkeeper.widgets import format as fmt
 
@@ -62,7 +63,7 @@ T = TypeVar("T")
 
 class CatkeeperApp(App[int]):
     TITLE = "catkeeper"
-    COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {FleetCommands}
+    COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {FleetCommands, ViewCommands}
     BINDINGS: ClassVar[list[BindingType]] = bindings()
 
     def __init__(
@@ -112,6 +113,7 @@ class CatkeeperApp(App[int]):
         self.lifecycle = Lifecycle(self)
         self.reservations = Reservations(self)
         self.navigation = Navigation(self, HELP_SECTIONS)
+        self.views = Views(self)
         controllers = (
             self.lifecycle,
             self.reservations,
@@ -119,6 +121,7 @@ class CatkeeperApp(App[int]):
             IpScans(self),
             VmOps(self, self),
             self.navigation,
+            self.views,
         )
         self.dispatcher = Dispatcher(
             self,

@@ -271,3 +271,21 @@ def test_json_view_from_views_yaml(fleet_file: Path) -> None:
     assert r.code == 0, r.err
     states = {vm["state"] for vm in r.json()["vms"]}
     assert states == {"shutoff"}
+
+
+def _uncomment(block: str) -> str:
+    return "\n".join(line.removeprefix("# ") for line in block.splitlines()) + "\n"
+
+
+def test_the_documented_examples_parse(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    readme = (repo / "README.md").read_text().split("### Saved views", 1)[1]
+    block = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    example = (repo / "config.example.yaml").read_text().split("# views:\n", 1)[1]
+    example = example.split("\n\n", 1)[0]
+    commented = _uncomment("# views:\n" + example)
+    for text in (block, commented):
+        views = load(write(tmp_path, GOOD_HOST + text))
+        assert [v.name for v in views] == ["mine", "gpu-idle"]
+        assert views[0].sort_text == "-until"
+        assert views[0].columns == ("name", "state", "ips", "until")

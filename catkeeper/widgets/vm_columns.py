@@ -154,6 +154,25 @@ class VmTableDrawing(ScrollView):
             self._layout()
         self.refresh()
 
+    # The columns drawn, in order (a saved view picks them); the row cells are built the
+    # same whichever are shown, so a row costs what it did.
+    _visible: tuple[str, ...] = COLUMN_KEYS
+
+    @property
+    def visible_columns(self) -> tuple[str, ...]:
+        return self._visible
+
+    def show_columns(self, keys: Sequence[str] | None) -> None:
+        """Draw only these columns, in this order (None or empty: every column)."""
+        unknown = [k for k in keys or () if k not in _BY_KEY]
+        if unknown:
+            raise ValueError(f"no column {unknown[0]!r} (columns: {', '.join(COLUMN_KEYS)})")
+        visible = tuple(dict.fromkeys(keys)) if keys else COLUMN_KEYS
+        if visible != self._visible:
+            self._visible = visible
+            self._layout()
+            self.refresh()
+
     def set_progress(self, key: str, progress: StopProgress | None) -> None:
         """Show a graceful stop's stage and countdown in the row's state cell."""
         if progress is None or progress.final:
@@ -211,11 +230,14 @@ class VmTableDrawing(ScrollView):
             "until": 7,
             **stats_cells.widths(self._stats_shown),
         }
+        widths = {k: w for k, w in widths.items() if k == "mark" or k in self._visible}
         # Narrow terminals give up the least telling columns first.
         for drop in (*stats_cells.widths(self._stats_shown), "ips", "until", "vcpus"):
             fixed = sum(widths.values()) + len(widths)  # one space after each column
-            if width - fixed >= 16 or drop not in widths:
+            if width - fixed >= 16:
                 break
+            if drop not in widths:
+                continue
             if cw.get(drop, 0) <= 2 or width - fixed < 16:
                 del widths[drop]
         if width - sum(widths.values()) - len(widths) < 16 and widths.get("owner", 0) > 8:
@@ -230,8 +252,12 @@ class VmTableDrawing(ScrollView):
         note_w = rest - name_w - 1
         # Names come first: rows that cannot be told apart are worse than a hidden note,
         # which the detail screen shows anyway. A note column too narrow to read is noise.
-        if note_w < 6:
+        if "note" not in self._visible:  # a view without notes: columns packed left
+            note_w = 0
+        elif note_w < 6:
             name_w, note_w = rest, 0
+        if "name" not in self._visible:
+            name_w, note_w = 0, rest
         widths["name"] = name_w
         widths["note"] = note_w
         self._widths = widths
@@ -243,7 +269,7 @@ class VmTableDrawing(ScrollView):
         # lay out again whenever the drawable width is not the one laid out for.
         if self._layout_width != self.scrollable_content_region.width:
             self._layout()
-        order = ("mark", *COLUMN_KEYS)
+        order = ("mark", *self._visible)
         return [(k, self._widths[k]) for k in order if self._widths.get(k)]
 
     def _header(self) -> Strip:
