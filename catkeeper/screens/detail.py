@@ -25,6 +25,7 @@ from catkeeper.backend.ipscan.results import normalize_mac
 from catkeeper.model import VM, Host, IpSighting, VmState
 from catkeeper.screens.messages import FleetUpdated, StopProgressed, WorkerFailed
 from catkeeper.widgets import format as fmt
+from catkeeper.widgets.audit_view import AuditHistory
 from catkeeper.widgets.stats_plots import Source as StatsSource
 from catkeeper.widgets.stats_plots import StatsPlots
 
@@ -217,8 +218,10 @@ class DetailScreen(Screen[None]):
         sightings: SightingsOf | None = None,
         conflicts: Conflicts | None = None,
         stats: StatsSource | None = None,
+        audit: AuditHistory | None = None,
     ) -> None:
         super().__init__()
+        self.audit = audit  # the "History" section, below the rest
         self._stats = stats
         self.key = key
         self.vm = vm
@@ -242,6 +245,8 @@ class DetailScreen(Screen[None]):
         with VerticalScroll(id="body"):
             yield StatsPlots(self._stats, self.vm.host, self.vm.uuid, id="plots")
             yield Static(id="info")
+            if self.audit is not None:
+                yield self.audit
             yield Static("fetching the domain XML…", id="xml")
         yield Footer()
 
@@ -275,6 +280,8 @@ class DetailScreen(Screen[None]):
         vm = changes.upserts.get(self.key)
         if vm is not None:
             self.vm = vm
+            if self.audit is not None:
+                self.audit.reload(vm)  # a change brings its entry
         if self.key in changes.removed:
             self.notify(f"{self.vm.ref} no longer exists", severity="warning")
         if vm is not None or self.vm.host in changes.hosts:

@@ -14,6 +14,7 @@ from catkeeper.model import VM
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.help import HelpScreen, Section
 from catkeeper.screens.store import vm_key
+from catkeeper.tui import history as audit_history
 from catkeeper.tui.host import Handler, Host
 from catkeeper.widgets.vm_table import COLUMN_KEYS
 
@@ -22,6 +23,7 @@ class Navigation:
     def __init__(self, host: Host, help_sections: Sequence[Section]) -> None:
         self.host = host
         self.help_sections = help_sections
+        audit_history.watch_warnings(host)
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -30,13 +32,14 @@ class Navigation:
             "host": self.show_host,
             "sort": self.sort,
             "vm": self.goto,
+            "history": audit_history.handler(self.host, self.open_detail),
             "readonly": self.readonly,
             "palette": lambda _c, _a: self.host.action_command_palette(),
             "help": self.help,
             "quit": lambda _c, _a: self.host.start(self.host.action_quit(), name="quit"),
         }
 
-    def open_detail(self, vm: VM) -> None:
+    def open_detail(self, vm: VM, *, to_history: bool = False) -> None:
         host = self.host
         key = vm_key(vm)
         screen = DetailScreen(
@@ -49,6 +52,7 @@ class Navigation:
             sightings=host.ipscan.book.all_sightings,
             conflicts=host.ipscan.conflicts,
             stats=FleetStats.of(host.fleet.sessions),
+            audit=audit_history.section(host, vm, scroll=to_history),
         )
         host.show(screen)
 

@@ -25,6 +25,7 @@ from catkeeper.backend.audit.ring import LIMIT, NAMESPACE, PREFIX, Entry, newest
 from catkeeper.backend.audit.store import (
     history_before,
     log_path,
+    on_recorded,
     read,
     read_local,
     record,
@@ -40,6 +41,7 @@ __all__ = [
     "history_before",
     "log_path",
     "newest_first",
+    "on_recorded",
     "read",
     "read_local",
     "record",

@@ -42,7 +42,9 @@ _CONFIG = libvirt.VIR_DOMAIN_AFFECT_CONFIG
 WRITE_TIMEOUT_S = 10.0  # an entry that takes longer is given up: the action is long done
 
 Warn = Callable[[str], None]
+Recorded = Callable[[str, str], None]  # (host, uuid) of the VM whose ring just grew
 _listeners: weakref.WeakKeyDictionary[Fleet, list[Warn]] = weakref.WeakKeyDictionary()
+_recorded: weakref.WeakKeyDictionary[Fleet, list[Recorded]] = weakref.WeakKeyDictionary()
 
 
 def watch(fleet: Fleet, warn: Warn) -> Callable[[], None]:
@@ -51,6 +53,15 @@ def watch(fleet: Fleet, warn: Warn) -> Callable[[], None]:
     listeners = _listeners.setdefault(fleet, [])
     listeners.append(warn)
     return lambda: listeners.remove(warn) if warn in listeners else None
+
+
+def on_recorded(fleet: Fleet, listener: Recorded) -> Callable[[], None]:
+    """Call ``listener(host, uuid)`` after an entry reached a VM's ring on its host (a
+    history on screen re-reads it: a snapshot, say, changes nothing else the inventory
+    sees). Returns the function that stops it."""
+    listeners = _recorded.setdefault(fleet, [])
+    listeners.append(listener)
+    return lambda: listeners.remove(listener) if listener in listeners else None
 
 
 def _warn(fleet: Fleet, message: str) -> None:
@@ -179,6 +190,12 @@ async def record(
         problem = await _write_host(fleet, vm.host, uuid, new, history)
         if problem:
             problems.append(problem)
+        else:
+            for listener in list(_recorded.get(fleet, ())):
+                try:
+                    listener(vm.host, uuid)
+                except Exception:
+                    log.exception("audit record listener failed")
     if not problems:
         return None
     message = f"{action} {vm.host}/{name} was done, but not recorded in full: " + "; ".join(
