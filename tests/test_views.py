@@ -9,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from catkeeper.config import ConfigError, load_config
-from catkeeper.config.views import COLUMNS, View, find_view, save_view, views_path
+from catkeeper.config.views import (
+    COLUMNS,
+    View,
+    check_filters,
+    find_view,
+    save_view,
+    views_path,
+)
 from catkeeper.demo.fleetgen import demo_documents
+from catkeeper.filtering import parse_filter
 from tests.cli_support import Result, cli_env, run_catkeeper
 
 GOOD_HOST = "hosts:\n  - name: a\n    uri: qemu:///system\n"
@@ -118,7 +126,8 @@ def test_a_bad_view_names_file_line_and_key(
 ) -> None:
     config = write(tmp_path, GOOD_HOST + text)
     with pytest.raises(ConfigError) as caught:
-        load_config(str(config), {})
+        # As the CLI does right after loading (the filter grammar is a layer above).
+        check_filters(load_config(str(config), {}).views, lambda t: parse_filter(t, me="me"))
     exc = caught.value
     assert (exc.path, exc.line, exc.key) == (str(config), line, key), str(exc)
     assert fragment in exc.message
@@ -262,6 +271,15 @@ def test_json_unknown_view_is_a_usage_error(fleet_file: Path) -> None:
     r = cli(fleet_file, "--json", "--view", "nope")
     assert r.code == 2
     assert "no view 'nope' (views: big-running, byname)" in r.err
+    assert r.out == ""
+
+
+def test_a_bad_view_filter_stops_the_binary_at_its_line(fleet_file: Path) -> None:
+    views = fleet_file.parent / "views.yaml"
+    views.write_text("views:\n  broken:\n    sort: name\n    filter: 'colour:red'\n")
+    r = cli(fleet_file, "--json")
+    assert r.code == 2
+    assert f"{views}:4: views.broken.filter: bad filter: unknown filter key 'colour'" in r.err
     assert r.out == ""
 
 

@@ -148,6 +148,15 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
     return code
 
 
+def _check_view_filters(config: Config) -> None:
+    """Saved views' filters, in the grammar that lives above the config (ConfigError)."""
+    from catkeeper.config.views import check_filters
+    from catkeeper.filtering import parse_filter
+
+    # owner:me and tag: are resolved when a view is applied: here only the grammar counts.
+    check_filters(config.views, lambda text: parse_filter(text, me="me"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -158,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log, args.verbose, os.environ)
     try:
         config = load_config(args.config, os.environ, demo=args.demo)
+        _check_view_filters(config)
     except ConfigError as exc:
         return _fail(str(exc), Exit.USAGE)
     if args.list_hosts:

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from catkeeper.config.settings import Config, ConfigError
 from catkeeper.config.yamlreader import Reader
-from catkeeper.filtering import FilterError, parse_filter
 from catkeeper.model import VM, VmState, best_ip
 
 # The fleet table's columns, by the names ``:sort`` takes (the table's COLUMN_KEYS; a test
@@ -66,6 +65,7 @@ class View:
     descending: bool = False
     columns: tuple[str, ...] = ()  # shown, in this order; (): the default set
     source: str = ""  # the file it came from
+    filter_line: int | None = field(default=None, compare=False)  # for check_filters
 
     @property
     def sort_text(self) -> str:
@@ -112,12 +112,10 @@ def _view(r: Reader, name_node: Node, node: Node, key: str) -> View:
     if not given:
         r.fail(name_node, key, "empty view: give at least one of filter, sort, columns")
     text = ""
+    filter_line = None
     if "filter" in given:
         text = r.string(given["filter"], f"{key}.filter")
-        try:
-            parse_filter(text, me="me")  # owner:me and tag: are resolved when applied
-        except FilterError as exc:
-            r.fail(given["filter"], f"{key}.filter", f"bad filter: {exc}")
+        filter_line = given["filter"].start_mark.line + 1
     sort: str | None = None
     descending = False
     if "sort" in given:
@@ -138,7 +136,24 @@ def _view(r: Reader, name_node: Node, node: Node, key: str) -> View:
             if column in columns:
                 r.fail(item, where, f"column {column!r} listed twice")
             columns += (column,)
-    return View(name, text, sort, descending, columns, source=r.path)
+    return View(name, text, sort, descending, columns, r.path, filter_line)
+
+
+def check_filters(views: Iterable[View], parse: Callable[[str], object]) -> None:
+    """Raise ConfigError at a view's filter line when ``parse`` refuses it (ValueError).
+
+    ``parse`` is ``catkeeper.filtering.parse_filter``, handed in by the caller because the
+    filter grammar sits a layer above the config (it knows VMs); the CLI runs this right
+    after loading, so a bad filter stops ``catkeeper`` at start like any config error."""
+    for view in views:
+        if view.filter:
+            try:
+                parse(view.filter)
+            except ValueError as exc:
+                key = f"views.{view.name}.filter"
+                raise ConfigError(
+                    view.source, view.filter_line, key, f"bad filter: {exc}"
+                ) from None
 
 
 # ---- where views live, and reading them --------------------------------------------------
