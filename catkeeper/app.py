@@ -135,6 +135,7 @@ class CatkeeperApp(App[int]):
     async def on_mount(self) -> None:
         self._looplag = looplag.start_from_env()  # opt-in: CATKEEPER_LOOPLAG=FILE (bench/soak)
         await self.push_screen(self.fleet_screen)
+        self.views.apply_pending()  # catkeeper --view NAME
         self._unsubscribe = self.fleet.subscribe(self.events.on_event)
         # Before the fleet starts, so the first inventory already carries what is known.
         self.ipscan.start()
@@ -268,13 +269,16 @@ class CatkeeperApp(App[int]):
         fleet.table.focus()
 
 
-def run_app(config: Config, *, readonly: bool, only: list[str] | None) -> int:
-    """Run the TUI until the user quits; the process exit code."""
+def run_app(
+    config: Config, *, readonly: bool, only: list[str] | None, view: str | None = None
+) -> int:
+    """Run the TUI until the user quits (``view``: open with that saved view); the exit code."""
     try:
         fleet = Fleet(config, readonly=readonly, only=only)
     except UnknownHost as exc:
         print(f"catkeeper: {exc}", file=sys.stderr)
         return 2
     app = CatkeeperApp(config, readonly=readonly, fleet=fleet)
+    app.views.pending = view
     code = app.run()
     return code if isinstance(code, int) else (app.return_code or 0)

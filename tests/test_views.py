@@ -307,3 +307,13 @@ def test_the_documented_examples_parse(tmp_path: Path) -> None:
         assert [v.name for v in views] == ["mine", "gpu-idle"]
         assert views[0].sort_text == "-until"
         assert views[0].columns == ("name", "state", "ips", "until")
+
+
+def test_view_outside_json_is_checked_before_anything_starts(fleet_file: Path) -> None:
+    # The TUI would open with the view; an unknown one stops it before it takes the screen.
+    r = cli(fleet_file, "--view", "nope")
+    assert r.code == 2
+    assert "no view 'nope' (views: big-running, byname)" in r.err
+    verb = cli(fleet_file, "--view", "byname", "reservations")
+    assert verb.code == 2
+    assert "--view goes with --json or the TUI" in verb.err

@@ -99,6 +99,16 @@ async def test_view_sets_filter_sort_and_columns_and_view_resets(tmp_path: Path)
         assert len(names(app)) == 7
 
 
+async def test_the_app_opens_with_the_view_it_was_given(tmp_path: Path) -> None:
+    app = make_app(with_views(tmp_path))
+    app.views.pending = "busy"  # catkeeper --view busy (run_app)
+    async with app.run_test(size=(120, 30)):
+        await app.wait_idle()
+        assert names(app) == ["ci-runner", "web-02", "web-01", "cache-01"]
+        assert app.fleet_screen.table.visible_columns == ("name", "state", "memory")
+        assert app.views.pending is None
+
+
 async def test_save_view_writes_asks_before_replacing_and_reads_back(tmp_path: Path) -> None:
     config = with_views(tmp_path)
     views_file = Path(config.views_file)

@@ -11,11 +11,15 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from catkeeper import __version__
 from catkeeper.cli.common import Exit, err
 from catkeeper.commands import Face, reaching
 from catkeeper.config import Config, ConfigError, current_user, load_config
+
+if TYPE_CHECKING:
+    from catkeeper.config.views import View
 
 __all__ = ["build_parser", "current_user", "main"]
 
@@ -66,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--view",
         metavar="NAME",
-        help="--json: a saved view's filter and sort (config views: or views.yaml); "
-        "--filter narrows it further",
+        help="a saved view (config views: or views.yaml): the TUI opens with it; with --json, "
+        "its filter and sort (--filter narrows it further)",
     )
     parser.add_argument(
         "--timeout",
@@ -104,15 +108,13 @@ def _fail(message: str, code: int) -> int:
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
     from catkeeper.cli.headless import collect, dumps
-    from catkeeper.config.views import find_view
     from catkeeper.filtering import FilterError, parse_filter, tags_of
 
     view = None
     if args.view is not None:
-        view = find_view(config.views, args.view)
+        view = _view_or_fail(config, args.view)
         if view is None:
-            known = ", ".join(v.name for v in config.views) or "none"
-            return _fail(f"--view: no view {args.view!r} (views: {known})", Exit.USAGE)
+            return Exit.USAGE
     filters = []
     # The view's filter and --filter both apply: every term of each must match.
     for option, text in (("--view", view.filter if view else None), ("--filter", args.filter)):
@@ -148,6 +150,17 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
     return code
 
 
+def _view_or_fail(config: Config, name: str) -> View | None:
+    """The saved view called ``name``, or None after saying which views there are."""
+    from catkeeper.config.views import find_view
+
+    view = find_view(config.views, name)
+    if view is None:
+        known = ", ".join(v.name for v in config.views) or "none"
+        _fail(f"--view: no view {name!r} (views: {known})", Exit.USAGE)
+    return view
+
+
 def _check_view_filters(config: Config) -> None:
     """Saved views' filters, in the grammar that lives above the config (ConfigError)."""
     from catkeeper.config.views import check_filters
@@ -174,11 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\n".join(h.name for h in config.hosts))
         return 0
     module = getattr(args, "command_module", None)
+    if args.view is not None and module is not None:
+        return _fail("--view goes with --json or the TUI, not with a command", Exit.USAGE)
     if module is not None:
         code: int = module.run(args, config)
         return code
     if args.json:
         return _run_json(args, config)
+    if args.view is not None and _view_or_fail(config, args.view) is None:
+        return Exit.USAGE
     from catkeeper.app import run_app
 
-    return run_app(config, readonly=args.readonly, only=args.host)
+    return run_app(config, readonly=args.readonly, only=args.host, view=args.view)

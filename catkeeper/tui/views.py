@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from catkeeper.commands import Command
+from catkeeper.commands import Command, get
 from catkeeper.config.views import View, find_view, save_view, valid_name
 from catkeeper.screens.confirm import ConfirmScreen
 from catkeeper.screens.messages import RunCommand
@@ -28,6 +28,12 @@ class Views:
         self.host = host
         # The session's views: the config's, then those saved (now or before) to views.yaml.
         self.views: list[View] = list(host.config.views)
+        self.pending: str | None = None  # catkeeper --view NAME: applied once on screen
+
+    def apply_pending(self) -> None:
+        if self.pending is not None:
+            name, self.pending = self.pending, None
+            self.view(get("view"), [name])
 
     def handlers(self) -> dict[str, Handler]:
         return {"view": self.view, "save-view": self.save}
