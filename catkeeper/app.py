@@ -29,6 +29,7 @@ from catkeeper.backend.fleet import Fleet, UnknownHost
 from catkeeper.backend.ipscan.book import IpBook
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.scheduler import IpScanner
+from catkeeper.backend.stale import Staleness
 from catkeeper.backend.stats import FleetStats
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM, StopProgress
@@ -108,7 +109,9 @@ class CatkeeperApp(App[int]):
             latency_format=latency_format,
             readonly=self.readonly,
         )
-        self.fleet_screen.table.use_stats(FleetStats.of(self.fleet.sessions))
+        self.staleness = Staleness(self.fleet.sessions, config.stale, monotonic)
+        self.fleet_screen.staleness = self.staleness
+        self.fleet_screen.table.use_stats(FleetStats.of(self.fleet.sessions, self.staleness.stale))
         self.events = EventPump(self.store, clock, self.call_later, self._post_to_screens)
         self.lifecycle = Lifecycle(self)
         self.reservations = Reservations(self)
@@ -140,6 +143,7 @@ class CatkeeperApp(App[int]):
         # Before the fleet starts, so the first inventory already carries what is known.
         self.ipscan.start()
         await self.fleet.start()  # here, so backend events arrive on this app's loop
+        self.start(self.staleness.disks.run(30, self.fleet.wait_settled), name="disk times")
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every host has answered once and the events are on screen (for tests)."""

@@ -16,6 +16,8 @@ Grammar (terms separated by spaces, every term must match; ``!`` before a term n
     state:STATE       running, paused, shutoff (or shut, off), crashed, ... ; active, inactive
     owner:NAME        reserved by NAME (owner:me is the current user)
     reserved:yes      reserved and not expired; reserved:no has none; reserved:expired
+    reserved:stale    reserved, and unused for stale.stale_after (the evidence: backend/stale.py;
+                      only where the caller has it, see parse_filter's ``stale``)
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ _STATE_ALIASES: dict[str, frozenset[VmState]] = {
     "active": frozenset(s for s in VmState if s.is_active),
     "inactive": frozenset(s for s in VmState if not s.is_active),
 }
-_RESERVED = ("yes", "no", "expired")
+_RESERVED = ("yes", "no", "expired", "stale")
+StaleJudge = Callable[[VM, float], bool]
 
 
 class FilterError(ValueError):
@@ -218,8 +221,10 @@ def _owner(value: str, me: str) -> Predicate:
     return test
 
 
-def _reserved(value: str) -> Predicate:
+def _reserved(value: str, stale: StaleJudge | None) -> Predicate:
     kind = value.lower()
+    if kind == "stale":  # without the evidence no VM is known to be stale
+        return lambda vm, now, _hay: stale is not None and stale(vm, now)
     if kind in ("yes", "y", "true"):
         return lambda vm, now, _hay: (
             vm.reservation is not None and not vm.reservation.is_expired(now)
@@ -231,7 +236,9 @@ def _reserved(value: str) -> Predicate:
     raise FilterError(f"unknown reserved:{value} (use one of {', '.join(_RESERVED)})")
 
 
-def _term(token: str, me: str, host_tags: Mapping[str, Sequence[str]]) -> Term:
+def _term(
+    token: str, me: str, host_tags: Mapping[str, Sequence[str]], stale: StaleJudge | None
+) -> Term:
     negated = token.startswith("!")
     body = token[1:] if negated else token
     if not body:
@@ -246,7 +253,7 @@ def _term(token: str, me: str, host_tags: Mapping[str, Sequence[str]]) -> Term:
             "tag": lambda v: _tag(v, host_tags),
             "state": _state,
             "owner": lambda v: _owner(v, me),
-            "reserved": _reserved,
+            "reserved": lambda v: _reserved(v, stale),
         }
         return Term(token, negated, builders[lowered](value))
     # Letters before a colon read as a key; MACs and IPv6 addresses (hex digits with
@@ -257,18 +264,24 @@ def _term(token: str, me: str, host_tags: Mapping[str, Sequence[str]]) -> Term:
 
 
 def parse_filter(
-    text: str, *, me: str, host_tags: Mapping[str, Sequence[str]] | None = None
+    text: str,
+    *,
+    me: str,
+    host_tags: Mapping[str, Sequence[str]] | None = None,
+    stale: StaleJudge | None = None,
 ) -> Filter:
     """``text`` as a Filter; raises FilterError naming the bad term.
 
     ``host_tags``: host name → its tags (``tags_of(config.hosts)``), for ``tag:`` and for
-    free words; without it no VM has tags.
+    free words; without it no VM has tags. ``stale(vm, now)``: whether a reserved VM went
+    unused for too long (``Staleness.stale``), for ``reserved:stale``; without it that term
+    matches nothing.
     """
     try:
         tokens = shlex.split(text)
     except ValueError as exc:  # an unbalanced quote
         raise FilterError(f"bad filter: {exc}") from None
     tags = host_tags or {}
-    terms = tuple(_term(tok, me, tags) for tok in tokens)
+    terms = tuple(_term(tok, me, tags, stale) for tok in tokens)
     host_hay = {name: "\x00".join(t).lower() for name, t in tags.items() if t}
     return Filter(text, terms, host_hay)

@@ -3,7 +3,7 @@
     catkeeper reserve HOST/VM --note TEXT [--until 3d] [--owner NAME] [--contact X]
                               [--take-over] [--json]
     catkeeper release HOST/VM [--force] [--owner NAME] [--json]
-    catkeeper reservations [--filter TEXT] [--json]
+    catkeeper reservations [--filter TEXT] [--stale] [--json]
 
 ``HOST/VM`` may be a bare VM name (or UUID) when it is unique across the hosts. ``--until``
 takes a duration (``90m``, ``4h``, ``3d``, ``2w``) or a time (``2026-12-01`` meaning the end
@@ -11,7 +11,9 @@ of that day, ``2026-12-01T18:00``, ``18:00``, ``fri``), local time unless an off
 without it the reservation has no end. ``--owner`` acts as that owner (default: ``owner:`` in
 the configuration, else the login name), so a CI job that reserves with ``--owner ci`` can
 extend and release as ``ci`` too. ``--filter`` takes the TUI's ``/`` filter language
-(``owner:me``, ``reserved:expired``, ``host:lab1`` …).
+(``owner:me``, ``reserved:expired``, ``host:lab1`` …). ``--stale`` keeps the reservations whose
+VM looks unused for ``stale.stale_after`` (backend/stale.py: disk write times of shut-off VMs,
+two CPU samples of running ones) and shows that evidence; nothing is released.
 
 Output: one line per result for people; with ``--json`` one JSON document on stdout (the
 reservation's fields plus ``host``, ``vm``, ``expired``; ``reserve`` and ``release`` add
@@ -52,6 +54,7 @@ from catkeeper.model import VM, Reservation
 
 if TYPE_CHECKING:  # the backend (libvirt) is imported when a command runs, not at start-up
     from catkeeper.backend.reservations import Change
+    from catkeeper.backend.stale import Staleness
     from catkeeper.commands import Command
 
 
@@ -84,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser, command: Command) -> None:
         p.add_argument("--mine", action="store_true", help="only yours (owner:me)")
         p.add_argument(
             "--expired", action="store_true", help="only expired ones (reserved:expired)"
+        )
+        p.add_argument(
+            "--stale",
+            action="store_true",
+            help="only those unused for stale.stale_after (reserved:stale), with the evidence; "
+            "running VMs are sampled twice, one timing.stats_interval apart",
         )
         p.add_argument(
             "--filter",
@@ -254,22 +263,32 @@ async def _release(args: argparse.Namespace, config: Config, clock: Callable[[],
 
 
 async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], float]) -> int:
+    from catkeeper.backend.stale import evidence_json, gather_evidence
     from catkeeper.config import current_user
 
     terms = [getattr(args, "filter", None)]
     terms += ["owner:me" if args.mine else None, "reserved:expired" if args.expired else None]
+    terms += ["reserved:stale" if args.stale else None]
     text = " ".join(t for t in terms if t) or None  # the grammar ANDs its terms
     me = current_user(config)
+    staleness: Staleness | None = None  # the evidence, gathered once the hosts answered
     matches: Callable[[VM, float], bool] = lambda _vm, _now: True  # noqa: E731
     if text is not None:
         from catkeeper.filtering import FilterError, parse_filter, tags_of
 
         try:
-            chosen = parse_filter(text, me=me, host_tags=tags_of(config.hosts))
+            chosen = parse_filter(
+                text,
+                me=me,
+                host_tags=tags_of(config.hosts),
+                stale=lambda vm, now: staleness is not None and staleness.stale(vm, now),
+            )
         except FilterError as exc:
             raise CliError(Exit.USAGE, f"--filter: {exc}") from None
         matches = chosen.matches
     async with open_fleet(args, config, only=getattr(args, "host", None), clock=clock) as fleet:
+        if args.stale:
+            staleness = await gather_evidence(fleet, config.stale, clock)
         now = clock()
         vms = sorted(
             (vm for vm in fleet.vms() if vm.reservation is not None and matches(vm, now)),
@@ -277,7 +296,13 @@ async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], fl
         )
         down = unreachable(fleet)
     if getattr(args, "json", False):
-        _print_json([_vm_json(vm.host, vm.name, vm.reservation, now) for vm in vms])
+        docs = [_vm_json(vm.host, vm.name, vm.reservation, now) for vm in vms]
+        if staleness is not None:
+            for doc, vm in zip(docs, vms, strict=True):
+                doc["last_used"] = evidence_json(staleness.evidence(vm, now))
+        _print_json(docs)
+    elif staleness is not None:
+        _print_stale(vms, staleness, now)
     else:
         _print_table(vms, now)
     if down:
@@ -305,6 +330,18 @@ def _print_table(vms: list[VM], now: float) -> None:
     for row in rows:
         cells = [cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)]
         print("  ".join([*cells, row[3]]).rstrip())
+
+
+def _print_stale(vms: list[VM], staleness: Staleness, now: float) -> None:
+    from catkeeper.backend.reservations import format_when
+
+    if not vms:
+        print("no stale reservations")
+        return
+    for vm in vms:
+        assert vm.reservation is not None
+        line = staleness.evidence(vm, now).text(format_when)
+        print(f"{vm.ref}  {vm.reservation.owner}  {line}")
 
 
 _COMMANDS = {"reserve": _reserve, "release": _release, "reservations": _list}

@@ -55,11 +55,11 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="reservations",
         label="List reservations",
-        help="Every reserved VM: holder, until when, note",
+        help="Every reserved VM: holder, until when, note (--stale: unused ones, with evidence)",
         group="Reservations",
         scope=Scope.FLEET,
         faces=frozenset({Face.CLI}),
-        usage="[--mine] [--expired] [--filter EXPR]",
+        usage="[--mine] [--expired] [--stale] [--filter EXPR]",
         cli="catkeeper.cli.reserve",
     ),
     # ---- consoles ---------------------------------------------------------------------

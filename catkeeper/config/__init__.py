@@ -18,6 +18,7 @@ from catkeeper.config.settings import (
     IpScan,
     LibvirtTransport,
     SshSettings,
+    StaleSettings,
     Timing,
     current_user,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "IpScan",
     "LibvirtTransport",
     "SshSettings",
+    "StaleSettings",
     "Timing",
     "current_user",
     "demo_config",

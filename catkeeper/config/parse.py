@@ -21,6 +21,7 @@ from catkeeper.config.settings import (
     IpScan,
     LibvirtTransport,
     SshSettings,
+    StaleSettings,
     Timing,
 )
 from catkeeper.config.views import parse_views
@@ -39,6 +40,7 @@ _TOP_KEYS = (
     "owner",
     "readonly",
     "views",
+    "stale",
 )
 # Numbers for which 0 means "off" rather than nonsense.
 _ZERO_MEANS_OFF = frozenset(
@@ -69,7 +71,7 @@ _DRIVERS = frozenset(
 _TRANSPORTS = frozenset(("ssh", "libssh", "libssh2", "tcp", "tls", "unix", "ext"))
 _URI_HINT = "expected e.g. qemu+ssh://user@host/system"
 
-_D = TypeVar("_D", Timing, GracefulStop, IpScan)
+_D = TypeVar("_D", Timing, GracefulStop, IpScan, StaleSettings)
 
 
 def parse_config(text: str, path: str) -> Config:
@@ -95,6 +97,7 @@ def parse_config(text: str, path: str) -> Config:
         timing=_numbers(r, top.get("timing"), "timing", Timing()),
         graceful_stop=_numbers(r, top.get("graceful_stop"), "graceful_stop", GracefulStop()),
         ipscan=_numbers(r, top.get("ipscan"), "ipscan", IpScan()),
+        stale=_numbers(r, top.get("stale"), "stale", StaleSettings()),
         viewer=viewer,
         owner=r.string(top["owner"], "owner") if "owner" in top else None,
         readonly=r.boolean(top["readonly"], "readonly") if "readonly" in top else False,

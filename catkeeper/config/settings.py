@@ -86,6 +86,12 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class StaleSettings:
+    stale_after: float = 7 * 86400.0  # seconds a reservation may go unused: reserved:stale
+    disk_recheck: float = 300.0  # seconds before disk times of shut-off VMs are read again
+
+
+@dataclass(frozen=True)
 class GracefulStop:
     acpi_wait: float = 60.0  # seconds after ACPI shutdown before ctrl-alt-del
     ctrl_alt_del_wait: float = 30.0  # seconds after ctrl-alt-del before destroy
@@ -112,6 +118,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     graceful_stop: GracefulStop = field(default_factory=GracefulStop)
     ipscan: IpScan = field(default_factory=IpScan)
+    stale: StaleSettings = field(default_factory=StaleSettings)
     viewer: tuple[str, ...] | None = None  # argv template; None: first viewer found on PATH
     owner: str | None = None  # reservation owner; None: the login name
     readonly: bool = False

@@ -22,10 +22,12 @@ from textual.worker import Worker, WorkerState
 
 from catkeeper.backend.ipscan.book import MAC_ON_TWO_HOSTS, IpConflict
 from catkeeper.backend.ipscan.results import normalize_mac
+from catkeeper.backend.stale import Staleness
 from catkeeper.model import VM, Host, IpSighting, VmState
 from catkeeper.screens.messages import FleetUpdated, StopProgressed, WorkerFailed
 from catkeeper.widgets import format as fmt
 from catkeeper.widgets.audit_view import AuditHistory
+from catkeeper.widgets.stats_cells import STALE_MARK
 from catkeeper.widgets.stats_plots import Source as StatsSource
 from catkeeper.widgets.stats_plots import StatsPlots
 
@@ -87,6 +89,17 @@ def addresses_table(
     return Group(table, warn) if sightings else warn
 
 
+def last_used(staleness: Staleness | None, vm: VM, now: float) -> Text | None:
+    """The reservation's "Last used" line: the evidence, marked when it counts as stale."""
+    if staleness is None or vm.reservation is None:
+        return None
+    text = Text(staleness.evidence(vm, now).text(lambda t: fmt.moment(t, now)))
+    if staleness.stale(vm, now):
+        after = fmt.duration(staleness.settings.stale_after)
+        text.append(f"  {STALE_MARK} stale: unused for {after} or more", "yellow")
+    return text
+
+
 def describe_vm(
     vm: VM,
     host: Host | None,
@@ -95,6 +108,7 @@ def describe_vm(
     stage: str | None = None,
     sightings: Sequence[IpSighting] | None = None,
     conflicts: Sequence[IpConflict] = (),
+    last_used: Text | None = None,
 ) -> Group:
     """The detail page as one renderable (pure: easy to test and to snapshot).
 
@@ -144,6 +158,8 @@ def describe_vm(
         if r.contact:
             res.add_row("Contact", r.contact)
         res.add_row("Revision", str(r.revision))
+        if last_used is not None:  # stale-reservation evidence (backend/stale.py)
+            res.add_row("Last used", last_used)
 
     hist = _grid()
     for at, st in history:
@@ -218,11 +234,13 @@ class DetailScreen(Screen[None]):
         sightings: SightingsOf | None = None,
         conflicts: Conflicts | None = None,
         stats: StatsSource | None = None,
+        staleness: Staleness | None = None,
         audit: AuditHistory | None = None,
     ) -> None:
         super().__init__()
         self.audit = audit  # the "History" section, below the rest
         self._stats = stats
+        self._staleness = staleness
         self.key = key
         self.vm = vm
         self.host = host
@@ -268,8 +286,10 @@ class DetailScreen(Screen[None]):
             seen = [s for nic in self.vm.nics for s in self._sightings(nic.mac)]
             seen.sort(key=lambda s: (-s.seen_at, s.ip, s.source))
         conflicts = self._conflicts() if self._conflicts is not None else ()
+        now = self._clock()
+        used = last_used(self._staleness, self.vm, now)
         body = describe_vm(
-            self.vm, self.host, self.history, self._clock(), self._stage, seen, conflicts
+            self.vm, self.host, self.history, now, self._stage, seen, conflicts, used
         )
         self.query_one("#info", Static).update(body)
 
@@ -288,6 +308,8 @@ class DetailScreen(Screen[None]):
             self.render_vm()
         if self.vm.host in changes.stats:
             self.query_one(StatsPlots).update_stats()
+            if self.vm.reservation is not None:  # the evidence may have moved on
+                self.render_vm()
 
     def on_stop_progressed(self, message: StopProgressed) -> None:
         if message.key == self.key:

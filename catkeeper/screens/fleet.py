@@ -13,6 +13,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
+from catkeeper.backend.stale import Staleness
 from catkeeper.filtering import MATCH_ALL, FilterError, haystack, parse_filter, tags_of
 from catkeeper.model import VM, Host, HostState
 from catkeeper.screens.messages import (
@@ -53,6 +54,7 @@ class FleetScreen(Screen[None]):
     # Without this the screen focuses its first focusable widget (the host strip) after
     # mount, racing on_mount's table.focus().
     AUTO_FOCUS = "#vms"
+    staleness: Staleness | None = None  # the evidence behind reserved:stale (app sets it)
     # "/" and ":" are the command table's (app bindings); this is the screen's own key.
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "clear", "Clear marks/filter", show=False),
@@ -114,6 +116,8 @@ class FleetScreen(Screen[None]):
             self.table.apply(changes.upserts, changes.removed)
         if changes.stats:
             self.table.stats_updated()
+            if "stale" in self._filter_text:  # new evidence may change what reserved:stale shows
+                self.set_filter_text(self._filter_text)
         self.refresh_status()
 
     def on_stop_progressed(self, message: StopProgressed) -> None:
@@ -130,7 +134,12 @@ class FleetScreen(Screen[None]):
         """Apply a filter; returns what is wrong with it (the table keeps the last good one)."""
         try:
             tags = tags_of(self._hosts.values())
-            chosen = parse_filter(text, me=self.me, host_tags=tags) if text.strip() else MATCH_ALL
+            stale = self.staleness.stale if self.staleness is not None else None
+            chosen = (
+                parse_filter(text, me=self.me, host_tags=tags, stale=stale)
+                if text.strip()
+                else MATCH_ALL
+            )
         except FilterError as exc:
             self.bar.set_problem(str(exc))
             return str(exc)

@@ -52,6 +52,7 @@ class Navigation:
             sightings=host.ipscan.book.all_sightings,
             conflicts=host.ipscan.conflicts,
             stats=FleetStats.of(host.fleet.sessions),
+            staleness=host.fleet_screen.staleness,
             audit=audit_history.section(host, vm, scroll=to_history),
         )
         host.show(screen)

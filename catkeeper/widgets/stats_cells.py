@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from catkeeper.model import VM
+from catkeeper.widgets import format as fmt
 
 BARS = "▁▂▃▄▅▆▇█"
 SPARK = 6  # samples drawn in a cell
@@ -35,6 +36,10 @@ class StatsSource(Protocol):
 
     def reporting(self) -> bool:
         """Whether any host reports rates (no columns for a fleet that cannot fill them)."""
+        ...
+
+    def stale(self, vm: VM, now: float) -> bool:
+        """Whether the VM is reserved but unused for too long (stale-reservation evidence)."""
         ...
 
 
@@ -76,6 +81,18 @@ def net_cell(series: Sequence[Sample]) -> str:
     if not net or net[-1] is None:
         return "-"
     return f"{rate(net[-1]):>4} " + sparkline(net)
+
+
+STALE_MARK = "⌛"
+
+
+def stale_mark(source: StatsSource | None, vm: VM, now: float) -> str:
+    """The RESERVED BY cell: the holder, after a marker when the reservation looks unused
+    (first, so a narrow column cuts the name, not the marker)."""
+    owner = fmt.owner(vm)
+    if source is not None and vm.reservation is not None and source.stale(vm, now):
+        return STALE_MARK + owner
+    return owner
 
 
 def cells(source: StatsSource | None, vm: VM) -> tuple[str, str]:

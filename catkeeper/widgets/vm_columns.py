@@ -340,7 +340,7 @@ class VmTableDrawing(ScrollView):
         over = styles["cursor"] if cursor else None
         now = self._clock()
         until: tuple[str, Style | None] = (fmt.until(vm.reservation, now), None)
-        owner: tuple[str, Style | None] = (fmt.owner(vm), None)
+        owner: tuple[str, Style | None] = (stats_cells.stale_mark(self.stats, vm, now), None)
         note: tuple[str, Style | None] = (fmt.note(vm), None)
         cpu, net = stats_cells.cells(self.stats, vm)
         if vm.reservation is not None and vm.reservation.is_expired(now):

@@ -13,17 +13,30 @@ poll are swapped in whole, so a reader never sees half a poll.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from catkeeper.backend.stats.sample import Counters, Rates, counters, rates
+from catkeeper.model import VM
 
 RING = 30  # samples kept per VM: 5 minutes at the default 10 s
+BUSY_CPU = 5.0  # CPU % of its vCPUs from which a running VM counts as in use
+
+
+class Activity(NamedTuple):
+    """How long a running VM has been watched, and since when it has been idle (None: busy
+    in the latest sample). Kept for the session's life, not just the ring's window, so a
+    TUI left open for days knows "idle for days" (stale-reservation evidence, stale.py)."""
+
+    watched_since: float
+    idle_since: float | None
 
 
 class HostStats:
-    def __init__(self, host: str, *, ring: int = RING) -> None:
+    def __init__(self, host: str, *, ring: int = RING, busy_cpu: float = BUSY_CPU) -> None:
         self.host = host
         self.ring = ring
+        self.busy_cpu = busy_cpu
+        self._activity: dict[str, Activity] = {}
         self._last: dict[str, Counters] = {}
         self._rings: dict[str, tuple[Rates, ...]] = {}
         self.reporting = False  # whether the last poll gave any VM a CPU rate
@@ -39,15 +52,27 @@ class HostStats:
         new_rings: dict[str, tuple[Rates, ...]] = {}
         keep = max(1, self.ring - 1)
         reporting = False
+        old_activity, activity = self._activity, {}
+        busy = self.busy_cpu
         for uuid, record in records:
             sample = counters(record, mono)
             new_last[uuid] = sample
             now = rates(sample, last.get(uuid), wall)
-            reporting = reporting or now.cpu_pct is not None
+            if now.cpu_pct is not None:
+                reporting = True
+                seen = old_activity.get(uuid)
+                watched = seen.watched_since if seen is not None else wall
+                if now.cpu_pct >= busy:
+                    activity[uuid] = Activity(watched, None)
+                else:  # the first idle sample after a busy one, or the watch's start
+                    idle = seen.idle_since if seen is not None else None
+                    activity[uuid] = Activity(watched, idle if idle is not None else wall)
+            elif now.running and uuid in old_activity and last.get(uuid) is not None:
+                activity[uuid] = old_activity[uuid]  # a gap (counter reset): keep the watch
             # Tuples, not deques: a reader copying a ring can never see it change under it.
             new_rings[uuid] = (*old_rings.get(uuid, ())[-keep:], now)
         # Domains gone from the host are dropped with the old dicts.
-        self._last, self._rings = new_last, new_rings
+        self._last, self._rings, self._activity = new_last, new_rings, activity
         self.reporting = reporting
         self.polls += 1
         if self.on_poll is not None:
@@ -61,6 +86,10 @@ class HostStats:
         ring = self._rings.get(uuid)
         return ring[-1] if ring else None
 
+    def activity(self, uuid: str) -> Activity | None:
+        """Since when a running VM is watched and idle; None when not running or unsampled."""
+        return self._activity.get(uuid)
+
     def uuids(self) -> list[str]:
         return list(self._rings)
 
@@ -73,12 +102,17 @@ class _HasStats(Protocol):
 class FleetStats:
     """Every host's rings behind one lookup (what the TUI's table and detail screen read)."""
 
-    def __init__(self, hosts: Mapping[str, HostStats]) -> None:
+    def __init__(
+        self, hosts: Mapping[str, HostStats], stale: Callable[[VM, float], bool] | None = None
+    ) -> None:
         self._hosts = dict(hosts)  # a session keeps its HostStats for life
+        self._stale = stale  # backend/stale.py's judge, for the table's marker
 
     @classmethod
-    def of(cls, sessions: Mapping[str, _HasStats]) -> FleetStats:
-        return cls({name: session.stats for name, session in sessions.items()})
+    def of(
+        cls, sessions: Mapping[str, _HasStats], stale: Callable[[VM, float], bool] | None = None
+    ) -> FleetStats:
+        return cls({name: session.stats for name, session in sessions.items()}, stale)
 
     def series(self, host: str, uuid: str) -> list[Rates]:
         stats = self._hosts.get(host)
@@ -86,3 +120,6 @@ class FleetStats:
 
     def reporting(self) -> bool:
         return any(s.reporting for s in self._hosts.values())
+
+    def stale(self, vm: VM, now: float) -> bool:
+        return self._stale is not None and self._stale(vm, now)
