@@ -53,6 +53,7 @@ from catkeeper.tui.ipscans import IpScans
 from catkeeper.tui.keys import HELP_SECTIONS, bindings
 from catkeeper.tui.lifecycle import Lifecycle
 from catkeeper.tui.navigation import Navigation
+from catkeeper.tui.placement import Placing
 from catkeeper.tui.reservations import Reservations
 from catkeeper.tui.views import ViewCommands, Views
 from catkeeper.tui.vmops import VmOps
@@ -122,7 +123,8 @@ class CatkeeperApp(App[int]):
             self.reservations,
             ConsoleControl(self),
             IpScans(self),
-            VmOps(self, self),
+            vmops := VmOps(self, self),
+            Placing(self, vmops.create_on),
             self.navigation,
             self.views,
         )

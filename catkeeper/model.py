@@ -216,3 +216,10 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [to_jsonable(o) for o in obj]
     return obj
+
+
+def memory_taken_kib(vm: VM) -> int:
+    """What a VM takes of its host's memory: the larger of its current and maximum memory
+    (a guest ballooned down can take the rest back at any time). ``backend.capacity`` counts
+    the same way; here because the host strip adds it up and widgets import only the model."""
+    return max(vm.memory_kib, vm.max_memory_kib)

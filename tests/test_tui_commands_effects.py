@@ -23,6 +23,7 @@ from catkeeper.screens.create_form import CreateFormScreen
 from catkeeper.screens.delete_confirm import DeleteConfirmScreen
 from catkeeper.screens.detail import describe_vm
 from catkeeper.screens.help import HelpScreen
+from catkeeper.screens.placement import PlacementScreen
 from catkeeper.screens.reservation import ReservationScreen
 from catkeeper.screens.snapshots import SnapshotsScreen
 from tests.tui_support import fleet_config, key_of, make_app, names, state_of, until
@@ -86,6 +87,7 @@ EFFECTS: dict[str, Effect] = {
     "clone": Effect("build-01", _colon("clone build-100"), _exists("build-100")),
     "snapshot": Effect("build-01", _colon("snapshot s1"), _toast("took snapshot s1")),
     "snapshots": Effect("build-01", ("ctrl+s",), _screen(SnapshotsScreen)),
+    "place": Effect("build-01", _colon("place 1G 1"), _screen(PlacementScreen)),
     "filter": Effect("build-01", _colon("filter web"), lambda a: names(a) and all(
         "web" in n for n in names(a)
     )),

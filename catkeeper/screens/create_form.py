@@ -26,6 +26,7 @@ from catkeeper.backend.vm.create import (
     NetInstallSource,
     Source,
 )
+from catkeeper.screens.placement import BestFit, Place
 
 _KINDS: list[tuple[str, str]] = [
     ("Disk image on the host (overlay)", "image"),
@@ -106,10 +107,19 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
         ssh_keys: Sequence[str] = (),
         pool: str = "",
         network: str = "network:default",
+        memory: str = "2G",
+        vcpus: int = 2,
+        place: Place | None = None,
+        host_chosen: bool = False,
     ) -> None:
+        """``place``: ranks the hosts for the memory and vCPUs typed; the host field follows
+        its best fit until the user picks a host (``host_chosen``: ``host`` is picked)."""
         super().__init__()
         self.hosts = list(hosts)
         self.default_host = host if host in self.hosts else (self.hosts[0] if self.hosts else None)
+        self.default_memory, self.default_vcpus = memory, vcpus
+        self._place = place
+        self._auto_host = None if host_chosen else self.default_host  # None: the user's choice
         self.default_keys = list(ssh_keys)
         self.default_pool = pool
         self.default_network = network
@@ -139,9 +149,15 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
                     "Name", Input(placeholder="e.g. web-07", id="name", compact=True), "row-name"
                 )
                 yield self._row(
-                    "vCPUs", Input("2", id="vcpus", type="integer", compact=True), "row-vcpus"
+                    "vCPUs",
+                    Input(str(self.default_vcpus), id="vcpus", type="integer", compact=True),
+                    "row-vcpus",
                 )
-                yield self._row("Memory", Input("2G", id="memory", compact=True), "row-memory")
+                yield self._row(
+                    "Memory", Input(self.default_memory, id="memory", compact=True), "row-memory"
+                )
+                if self._place is not None:
+                    yield BestFit(self._place, self.hosts, id="best-fit")
                 yield self._row(
                     "Disk size",
                     Input(placeholder="image size / 20G", id="disk", compact=True),
@@ -237,6 +253,23 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
     def on_mount(self) -> None:
         self._show_kind("image")
         self.query_one("#name", Input).focus()
+        self._propose()
+
+    # ---- the best host for the size typed -------------------------------------------------
+
+    def _propose(self) -> None:
+        for hint in self.query(BestFit):
+            hint.propose(self._text("memory"), self._text("vcpus"))
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id in ("memory", "vcpus"):
+            self._propose()
+
+    def on_best_fit_proposed(self, message: BestFit.Proposed) -> None:
+        select = self.query_one("#host", Select)
+        if message.host is not None and self._auto_host is not None:
+            self._auto_host = message.host
+            select.value = message.host
 
     # ---- source kind ------------------------------------------------------------------
 
@@ -251,6 +284,8 @@ class CreateFormScreen(ModalScreen[CreateSpec | None]):
         self.query_one("#source", Input).placeholder = _SOURCE_HINT[kind]
 
     def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "host" and event.value != self._auto_host:
+            self._auto_host = None  # the user picked a host: proposals no longer move it
         if event.select.id == "kind":
             self._show_kind(self._kind())
 

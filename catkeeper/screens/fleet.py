@@ -113,6 +113,7 @@ class FleetScreen(Screen[None]):
             self._hosts.update(changes.hosts)
             self.strip.update_hosts(changes.hosts.values())
         if changes.upserts or changes.removed:
+            self.strip.update_vms(changes.upserts, changes.removed)
             self.table.apply(changes.upserts, changes.removed)
         if changes.stats:
             self.table.stats_updated()

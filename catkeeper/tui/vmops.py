@@ -24,6 +24,7 @@ from catkeeper.screens.xml_edit import edit_vm_xml
 from catkeeper.tui.asking import confirm, run_each
 from catkeeper.tui.consoles import one_vm
 from catkeeper.tui.host import Handler, Host
+from catkeeper.tui.placement import placer
 
 
 class VmOps:
@@ -82,9 +83,15 @@ class VmOps:
     # ---- create ---------------------------------------------------------------------------
 
     def create(self, _command: Command, _args: Sequence[str]) -> None:
-        self.host.start(self._create(), name="create a VM", group="create")
+        self.create_on(None)
 
-    async def _create(self) -> None:
+    def create_on(self, chosen: str | None, *, memory: str = "2G", vcpus: int = 2) -> None:
+        """The create form, on host ``chosen`` (None: the best fit for its size) — ``:place``
+        opens it on the host picked there."""
+        work = self._create(chosen, memory, vcpus)
+        self.host.start(work, name="create a VM", group="create")
+
+    async def _create(self, chosen: str | None, memory: str, vcpus: int) -> None:
         host = self.host
         cursor = host.selected_vms()
         hosts = [name for name, s in host.fleet.sessions.items() if not s.readonly]
@@ -92,7 +99,13 @@ class VmOps:
             host.notify("every host is read-only", severity="error")
             return
         form = CreateFormScreen(
-            hosts, host=cursor[0].host if cursor else None, ssh_keys=_own_ssh_keys()
+            hosts,
+            host=chosen or (cursor[0].host if cursor else None),
+            ssh_keys=_own_ssh_keys(),
+            memory=memory,
+            vcpus=vcpus,
+            place=placer(host.store),
+            host_chosen=chosen is not None,
         )
         spec = await host.wait_for(form)
         if spec is None:

@@ -1,9 +1,15 @@
-"""One chip per host: state, VM count, latency, free memory. Focus it to read a host's error."""
+"""One chip per host: state, VM count, latency, and how much of it the VMs take. Focus it to
+read a host's error or its allocation in full.
+
+What the VMs take is kept as a running tally per host, changed by the VMs each batch of
+events changes (``update_vms``): adding up 10,000 VMs on every repaint, or on every warm
+refresh of every host, would be per-VM work on the UI thread for a figure that rarely moves.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -14,7 +20,7 @@ from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
 
-from catkeeper.model import Host, HostState
+from catkeeper.model import VM, Host, HostState, memory_taken_kib
 from catkeeper.widgets import format as fmt
 
 GLYPHS: dict[HostState, tuple[str, str]] = {
@@ -24,9 +30,51 @@ GLYPHS: dict[HostState, tuple[str, str]] = {
     HostState.UNREACHABLE: ("✖", "bold red"),
 }
 _GAP = "  "
+GIB = 1024 * 1024  # KiB
+TIMES = "\N{MULTIPLICATION SIGN}"
 # A host whose only news is a new latency figure is repainted at most this often: every
 # warm refresh measures one, and on real links it moves by a millisecond each time.
 LATENCY_REPAINT_S = 5.0
+
+
+@dataclass
+class Allocation:
+    """What the VMs of one host take: the running (active) ones, and all defined ones.
+
+    Counted as ``backend.capacity`` counts: a paused VM keeps its memory, so it is running
+    here; a VM takes the larger of its current and maximum memory."""
+
+    vms_running: int = 0
+    vcpus_running: int = 0
+    memory_running_kib: int = 0
+    vms_defined: int = 0
+    vcpus_defined: int = 0
+    memory_defined_kib: int = 0
+
+    def add(self, vm: VM, sign: int = 1) -> None:
+        memory = memory_taken_kib(vm) * sign
+        self.vms_defined += sign
+        self.vcpus_defined += vm.vcpus * sign
+        self.memory_defined_kib += memory
+        if vm.state.is_active:
+            self.vms_running += sign
+            self.vcpus_running += vm.vcpus * sign
+            self.memory_running_kib += memory
+
+    def shown(self) -> tuple[int, ...]:
+        return (
+            self.vms_running,
+            self.vcpus_running,
+            self.memory_running_kib,
+            self.vms_defined,
+            self.vcpus_defined,
+            self.memory_defined_kib,
+        )
+
+
+def _counted(vm: VM) -> tuple[object, ...]:
+    """What of a VM the tally counts: a new IP or reservation changes none of it."""
+    return (vm.host, vm.state.is_active, vm.vcpus, memory_taken_kib(vm))
 
 
 class HostStrip(Widget, can_focus=True):
@@ -66,6 +114,9 @@ class HostStrip(Widget, can_focus=True):
         self.picked = 0
         self._laid_lines = 0  # lines at the last layout
         self._latency_timer: Timer | None = None
+        self._vms: dict[str, VM] = {}  # row key -> the VM as last counted
+        self._alloc: dict[str, Allocation] = {}
+        self.tooltip = "VMs defined, vCPUs of running VMs per CPU, their memory of the host's"
 
     @property
     def hosts(self) -> list[Host]:
@@ -94,6 +145,34 @@ class HostStrip(Widget, can_focus=True):
             self._repaint()
         elif latency and self._latency_timer is None:
             self._latency_timer = self.set_timer(LATENCY_REPAINT_S, self._repaint)
+
+    def update_vms(self, upserts: Mapping[str, VM], removed: Iterable[str] = ()) -> None:
+        """Take the VMs one batch of events changed (by row key) into the per-host tally:
+        work per changed VM, never per VM of the fleet; a repaint only when a figure moved."""
+        before: dict[str, tuple[int, ...]] = {}
+
+        def count(vm: VM, sign: int) -> None:
+            alloc = self._alloc.setdefault(vm.host, Allocation())
+            before.setdefault(vm.host, alloc.shown())
+            alloc.add(vm, sign)
+
+        for key in removed:
+            if (gone := self._vms.pop(key, None)) is not None:
+                count(gone, -1)
+        for key, vm in upserts.items():
+            old = self._vms.get(key)
+            self._vms[key] = vm
+            if old is not None:
+                if _counted(old) == _counted(vm):
+                    continue
+                count(old, -1)
+            count(vm, 1)
+        if any(self._alloc[host].shown() != was for host, was in before.items()):
+            self._repaint()
+
+    def allocation(self, host: str) -> Allocation:
+        """What the VMs of ``host`` take (all zero before any is known)."""
+        return self._alloc.get(host) or Allocation()
 
     def _repaint(self) -> None:
         if self._latency_timer is not None:
@@ -140,7 +219,16 @@ class HostStrip(Widget, can_focus=True):
             return HostState.UNREACHABLE
         return host.state
 
-    def _chip(self, host: Host, compact: bool, picked: bool) -> Text:
+    def _usage(self, host: Host) -> tuple[float, float] | None:
+        """(vCPUs of running VMs per CPU, their memory per the host's), None if unknown."""
+        cap = host.capacity
+        if cap is None or cap.cpus <= 0 or cap.memory_kib <= 0:
+            return None
+        alloc = self.allocation(host.name)
+        return alloc.vcpus_running / cap.cpus, alloc.memory_running_kib / cap.memory_kib
+
+    def _chip(self, host: Host, level: int, picked: bool) -> Text:
+        """``level`` 0: all; 1: without latency and CPU; 2: state and VM count only."""
         state = self.shown_state(host)
         glyph, colour = GLYPHS[state]
         chip = Text()
@@ -155,20 +243,23 @@ class HostStrip(Widget, can_focus=True):
         chip.append(f" {host.vm_count}vm")
         if state is HostState.DEGRADED:
             chip.append(" degraded", "yellow")
-        if not compact:
+        usage = self._usage(host) if level < 2 else None
+        if level == 0:
             chip.append(f" {self._latency(host.latency_ms)}", "dim")
-            cap = host.capacity
-            # The test driver reports 0 free: no real host has nothing free, so say nothing.
-            if cap is not None and cap.free_memory_kib:
-                chip.append(f" {fmt.memory(cap.free_memory_kib)} free", "dim")
+            if usage is not None:
+                chip.append(f" cpu {usage[0]:.1f}{TIMES}", "dim")
+        if usage is not None:
+            chip.append(" mem " if level == 0 else " ", "dim")
+            chip.append(f"{usage[1]:.0%}", _memory_colour(usage[1]))
         return chip
 
     def _lines(self, width: int) -> list[Text]:
         hosts = self.hosts
         picked = self.picked if self.has_focus else -1
         lines: list[Text] = []
-        for compact in (False, True):
-            chips = [self._chip(h, compact, i == picked) for i, h in enumerate(hosts)]
+        # The most that fits on one line; when nothing does, the shortest chips wrap.
+        for level in (0, 1, 2):
+            chips = [self._chip(h, level, i == picked) for i, h in enumerate(hosts)]
             lines = [Text()]
             for chip in chips:
                 line = lines[-1]
@@ -198,16 +289,35 @@ class HostStrip(Widget, can_focus=True):
                 age = f" for {fmt.duration(self._clock() - host.error_since)}"
             text.append(f"{age}: {host.error}", "red" if state is HostState.UNREACHABLE else "")
         else:
-            text.append(f" · {host.vm_count} VMs · latency {self._latency(host.latency_ms)}")
-            if host.capacity is not None:
-                cap = host.capacity
-                text.append(f" · {cap.cpus} CPUs")
-                if cap.memory_kib:
-                    text.append(f" · {fmt.memory(cap.memory_kib)} memory")
-                if cap.free_memory_kib:
-                    text.append(f", {fmt.memory(cap.free_memory_kib)} free")
+            alloc = self.allocation(host.name)
+            text.append(f" · {host.vm_count} VMs, {alloc.vms_running} running")
+            self._allocation(text, host, alloc)
+            text.append(f" · latency {self._latency(host.latency_ms)}")
         text.append(f" · {host.uri}", "dim")
         return text
+
+    def _allocation(self, text: Text, host: Host, alloc: Allocation) -> None:
+        """``vCPU 34/16 (2.1x) · mem 48/64 GiB (12 GiB free) · defined 60 vCPU 96 GiB``:
+        the first two of running VMs, the physical figures after the slash."""
+        cap = host.capacity
+        usage = self._usage(host)
+        if cap is None or usage is None:
+            return
+        text.append(f" · vCPU {alloc.vcpus_running}/{cap.cpus} ({usage[0]:.1f}{TIMES})")
+        text.append(" · mem ")
+        text.append(
+            f"{_gib(alloc.memory_running_kib)}/{_gib(cap.memory_kib)} GiB",
+            _memory_colour(usage[1]),
+        )
+        # The test driver reports 0 free: no real host has nothing free, so it means unknown
+        # and what the running VMs leave of the physical memory is shown instead.
+        if cap.free_memory_kib:
+            text.append(f" ({_gib(cap.free_memory_kib)} GiB free)")
+        else:
+            text.append(f" ({_gib(cap.memory_kib - alloc.memory_running_kib)} GiB left)")
+        text.append(
+            f" · defined {alloc.vcpus_defined} vCPU {_gib(alloc.memory_defined_kib)} GiB", "dim"
+        )
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         self._laid_lines = len(self._lines(width))
@@ -232,3 +342,16 @@ class HostStrip(Widget, can_focus=True):
     def action_choose(self) -> None:
         if (host := self.picked_host) is not None:
             self.post_message(self.HostChosen(host.name))
+
+
+def _gib(kib: int) -> str:
+    """48, 12.5, 0.5: GiB with a decimal only where it says something."""
+    gib = kib / GIB
+    return f"{gib:.0f}" if abs(gib) >= 100 or gib == int(gib) else f"{gib:.1f}"
+
+
+def _memory_colour(share: float) -> str:
+    """Running VMs' memory per the host's: red past all of it, yellow near it."""
+    if share > 1:
+        return "bold red"
+    return "yellow" if share >= 0.85 else "dim"
