@@ -12,6 +12,7 @@ with stats), else the qemu process's resident set (``rss``), else unknown.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,19 +66,28 @@ class Rates:
         return (self.net_rx or 0.0) + (self.net_tx or 0.0)
 
 
-def _sum(record: dict[str, Any], group: str, keys: tuple[str, str]) -> tuple[int | None, ...]:
+@functools.cache
+def _keys(group: str, count: int, a: str, b: str) -> tuple[tuple[str, str], ...]:
+    """The record keys of a group's devices, built once per shape, not per VM per poll."""
+    return tuple((f"{group}.{i}.{a}", f"{group}.{i}.{b}") for i in range(count))
+
+
+def _sum(record: dict[str, Any], group: str, a: str, b: str) -> tuple[int | None, int | None]:
     count = record.get(f"{group}.count")
     if not count:
         return (None, None)
-    totals = [0, 0]
-    seen = [False, False]
-    for i in range(int(count)):
-        for j, key in enumerate(keys):
-            value = record.get(f"{group}.{i}.{key}")
-            if value is not None:
-                totals[j] += int(value)
-                seen[j] = True
-    return tuple(t if s else None for t, s in zip(totals, seen, strict=True))
+    first = second = 0
+    seen_first = seen_second = False
+    for key_a, key_b in _keys(group, int(count), a, b):
+        value = record.get(key_a)
+        if value is not None:
+            first += value
+            seen_first = True
+        value = record.get(key_b)
+        if value is not None:
+            second += value
+            seen_second = True
+    return (first if seen_first else None, second if seen_second else None)
 
 
 def _memory(record: dict[str, Any]) -> int | None:
@@ -93,8 +103,8 @@ def counters(record: dict[str, Any], at: float) -> Counters:
     """The counters in one domain's stats record, taken at monotonic time ``at``."""
     running = record.get("state.state") == _RUNNING
     cpu = record.get("cpu.time")
-    net_rx, net_tx = _sum(record, "net", ("rx.bytes", "tx.bytes"))
-    disk_rd, disk_wr = _sum(record, "block", ("rd.bytes", "wr.bytes"))
+    net_rx, net_tx = _sum(record, "net", "rx.bytes", "tx.bytes")
+    disk_rd, disk_wr = _sum(record, "block", "rd.bytes", "wr.bytes")
     return Counters(
         at=at,
         running=running,
@@ -124,7 +134,7 @@ def rates(new: Counters, old: Counters | None, wall: float) -> Rates:
     return Rates(
         at=wall,
         running=True,
-        cpu_pct=None if cpu is None else round(cpu / 1e9 / max(1, new.vcpus) * 100, 2),
+        cpu_pct=None if cpu is None else cpu / 1e7 / max(1, new.vcpus),  # ns/s → % of vCPUs
         mem_used_kib=new.mem_used_kib,
         net_rx=_per_second(new.net_rx, old.net_rx, seconds),
         net_tx=_per_second(new.net_tx, old.net_tx, seconds),
