@@ -317,3 +317,34 @@ def test_view_outside_json_is_checked_before_anything_starts(fleet_file: Path) -
     verb = cli(fleet_file, "--view", "byname", "reservations")
     assert verb.code == 2
     assert "--view goes with --json or the TUI" in verb.err
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        pytest.param("", None, id="no-file"),
+        pytest.param("# only a comment\n", "# only a comment\nviews:\n", id="comments"),
+        pytest.param("# c\nviews:\n", "# c\nviews:\n", id="empty-views"),
+        pytest.param("# c\n{}\n", "# c\nviews:\n", id="empty-mapping"),
+        pytest.param(
+            "# c\nviews: {a: {sort: name}, b: {filter: x}}  # flow\n# end\n",
+            "# c\nviews:\n  a:\n    sort: name\n  b:\n    filter: x\n",
+            id="flow",
+        ),
+    ],
+)
+def test_save_into_any_shape_of_views_yaml(tmp_path: Path, before: str, after: str | None) -> None:
+    path = tmp_path / "views.yaml"
+    if before:
+        path.write_text(before)
+    save_view(str(path), View("new", sort="state"))
+    text = path.read_text()
+    if after is not None:
+        assert text.startswith(after), text
+    assert text.endswith("  new:\n    sort: state\n" + ("# end\n" if "# end" in before else ""))
+    views = {v.name: v for v in load(write(tmp_path, GOOD_HOST))}
+    assert views["new"].sort == "state"
+    if "flow" in before:
+        assert (views["a"].sort, views["b"].filter) == ("name", "x")
+        save_view(str(path), View("a", sort="host"))  # replaced in place, order kept
+        assert [v.name for v in load(write(tmp_path, GOOD_HOST))] == ["a", "b", "new"]

@@ -176,7 +176,7 @@ async def test_the_palette_lists_each_view(tmp_path: Path) -> None:
 DEMO_COPY = Path(tempfile.gettempdir()) / "catkeeper-snapshot-demo"
 
 
-def demo(views: tuple[View, ...] = ()) -> CatkeeperApp:
+def demo(views: tuple[View, ...] = (), views_file: str = "") -> CatkeeperApp:
     DEMO_COPY.mkdir(exist_ok=True)
     for xml in DEMO_DIR.glob("*.xml"):
         shutil.copyfile(xml, DEMO_COPY / xml.name)
@@ -187,6 +187,7 @@ def demo(views: tuple[View, ...] = ()) -> CatkeeperApp:
         timing=Timing(backoff_initial=600, backoff_max=600),
         ipscan=NO_BACKGROUND_SCANS,
         views=views,
+        views_file=views_file,
     )
     fleet = Fleet(config, clock=lambda: DEMO_NOW)
     return make_app(config, clock=lambda: DEMO_NOW, fleet=fleet)
@@ -208,6 +209,25 @@ async def test_json_sort_matches_the_table_for_every_column() -> None:
                 await pilot.pause()
                 want = [vm_key(vm) for vm in sort_vms(vms, column, descending)]
                 assert table.shown_keys == want, (column, descending)
+
+
+async def test_demo_mode_says_where_it_saved(tmp_path: Path) -> None:
+    target = tmp_path / "xdg" / "catkeeper" / "views.yaml"  # what views_path gives the demo
+    app = demo(views_file=str(target))
+    assert app.config.is_demo
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle(15)
+        await pilot.press("colon", *"save-view everything", "enter")
+        await until(lambda: bool(app._notifications), what="the notice")
+        [notice] = [n.message for n in app._notifications]
+        assert notice == f"demo mode: no config file, so view everything saved to {target}"
+        [saved] = read_views_file(str(target))
+        assert (saved.name, saved.filter, saved.sort, saved.columns) == (
+            "everything",
+            "",
+            "host",
+            (),
+        )
 
 
 @pytest.fixture

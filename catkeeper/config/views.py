@@ -232,31 +232,35 @@ def save_view(path: str, view: View) -> bool:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         text = ""
-    read_views_file(path)  # a file that does not parse is the user's to fix, not to clobber
+    saved = read_views_file(path)  # a file that does not parse is the user's to fix
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     root = _compose(text, path)
-    replaced = False
+    replaced = any(v.name == view.name for v in saved)
     found = [(k, v) for k, v in root.value if k.value == "views"] if root is not None else []
-    if not found:
-        lines = (lines or [_HEADER]) + ["views:\n", *view_lines(view)]
+    if not found:  # no file, only comments, or ``{}``
+        if root is not None:  # ``{}``: its comments stay, the braces go
+            lines = [ln for ln in lines if ln.lstrip().startswith("#")]
+        lines = lines or [_HEADER]
+        lines += ["views:\n", *view_lines(view)]
     else:
         views_key, views = found[0]
         entries = views.value if isinstance(views, MappingNode) else []
         indent = " " * (entries[0][0].start_mark.column if entries else 2)
-        new = view_lines(view, indent)
         old = next(((k, v) for k, v in entries if k.value == view.name), None)
-        if old is not None:
+        if not entries or views.flow_style is True:
+            # ``views:`` with nothing under it, or ``views: {…}``, which has no lines of its
+            # own to add to: written out in block form, entries in their order.
+            keep = [view if v.name == view.name else v for v in saved]
+            body = [ln for v in keep + ([] if replaced else [view]) for ln in view_lines(v)]
+            lines[views_key.start_mark.line : _last_line(views) + 1] = ["views:\n", *body]
+        elif old is not None:
             first, last = old[0].start_mark.line, _last_line(old[1])
-            lines[first : last + 1] = new
-            replaced = True
-        elif entries and views.flow_style is not True:
+            lines[first : last + 1] = view_lines(view, indent)
+        else:
             at = _last_line(entries[-1][1]) + 1
-            lines[at:at] = new
-        else:  # ``views:`` with nothing under it, or a flow ``views: {}``
-            line = views_key.start_mark.line
-            lines[line : _last_line(views) + 1] = ["views:\n", *view_lines(view)]
+            lines[at:at] = view_lines(view, indent)
     _write(path, "".join(lines))
     return replaced
 
