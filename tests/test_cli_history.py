@@ -212,3 +212,18 @@ async def test_virsh_reads_the_ring_bounded_at_50_and_history_across_processes(
     # The persistent config had every entry too, not only the running guest.
     dom.destroy()  # off: virsh now shows the persistent config's copy
     assert ring.from_string(virsh_metadata(name, ring.NAMESPACE)) == entries
+
+
+def test_a_failed_audit_write_is_a_warning_and_the_action_still_succeeds(
+    seeded: tuple[Path, str, list[audit.Entry]],
+) -> None:
+    config, _, _ = seeded
+    on = next(v for v in catkeeper(config, "--json").json()["vms"] if v["state"] == "running")
+    # A directory where the log file should be: the append fails, the pause does not.
+    (config.parent / "state" / "catkeeper" / "audit.jsonl").mkdir(parents=True)
+    r = catkeeper(config, "pause", f"{HOST}/{on['name']}", "--yes", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["result"] == "done"
+    [warning] = [line for line in r.err.splitlines() if "warning" in line]
+    assert warning.startswith(f"catkeeper: warning: pause {HOST}/{on['name']} was done, but")
+    assert "local audit log" in warning
