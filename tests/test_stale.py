@@ -5,6 +5,7 @@ through the real binary. Dates are far apart so the tests pass under faketime, t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -178,3 +179,30 @@ def test_reservations_stale_through_the_binary(tmp_path: Path) -> None:
     every = run_catkeeper("--config", str(config), "reservations", "--json", cwd=tmp_path)
     assert {v["vm"] for v in every.json()} == {"idle-box", "fresh-box"}  # nothing released
     assert StaleSettings().stale_after == 7 * DAY
+
+
+async def test_a_host_without_cpu_figures_says_so(tmp_path: Path) -> None:
+    from catkeeper.backend.stale import Staleness
+    from catkeeper.config import DEMO_DIR
+
+    node = tmp_path / "lab1.xml"
+    node.write_text((DEMO_DIR / "lab1.xml").read_text())
+    timing = Timing(connect_timeout=3, call_timeout=5, refresh_interval=0, stats_interval=0.1)
+    config = Config(hosts=(HostConfig("lab1", f"test://{node}"),), source="<t>", timing=timing)
+    fleet = Fleet(config)
+    staleness = Staleness(fleet.sessions, StaleSettings(), time.monotonic)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(10)
+        session = fleet.session("lab1")
+        vm = next(v for v in session.vms.values() if v.name == "rhel9-db")
+        assert vm.state is VmState.RUNNING and vm.reservation is not None
+        deadline = time.monotonic() + 10
+        while session.stats.polls < 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        ev = staleness.evidence(vm, time.time())
+        assert (ev.kind, ev.detail) == (UNKNOWN, "running; this host reports no CPU time")
+        assert not staleness.stale(vm, time.time())
+    finally:
+        await fleet.aclose()

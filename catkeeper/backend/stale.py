@@ -239,7 +239,13 @@ class Staleness:
     def evidence(self, vm: VM, now: float) -> Evidence:
         stats = self._stats.get(vm.host)
         activity = stats.activity(vm.uuid) if stats is not None else None
-        return evidence(vm, activity, self.disks.get(vm.host, vm.uuid), now)
+        ev = evidence(vm, activity, self.disks.get(vm.host, vm.uuid), now)
+        polled = stats is not None and stats.polls >= 2 and not stats.reporting
+        if polled and vm.state.is_active and activity is None:
+            # Polled, yet no host's VM has CPU figures: the driver has none (the test
+            # driver). Say so rather than "no samples yet" forever.
+            return Evidence(UNKNOWN, None, detail="running; this host reports no CPU time")
+        return ev
 
     def stale(self, vm: VM, now: float) -> bool:
         if vm.reservation is None:
