@@ -100,6 +100,12 @@ async def test_columns_appear_with_the_first_rates_and_show_the_latest() -> None
         await app.wait_idle(15)
         await pilot.pause()
         assert "cpu" in table._widths and "net" in table._widths
+        # A poll of a host with no visible row repaints nothing; one of a shown host does.
+        serial = table._stats_serial
+        table.stats_updated({"elsewhere"})
+        assert table._stats_serial == serial
+        table.stats_updated({"build3"})
+        assert table._stats_serial == serial + 1
         key = next(k for k in table.shown_keys if table.vm(k).state.is_active)  # type: ignore[union-attr]
         vm = table.vm(key)
         assert vm is not None

@@ -116,7 +116,7 @@ class FleetScreen(Screen[None]):
             self.strip.update_vms(changes.upserts, changes.removed)
             self.table.apply(changes.upserts, changes.removed)
         if changes.stats:
-            self.table.stats_updated()
+            self.table.stats_updated(changes.stats)
             if "stale" in self._filter_text:  # new evidence may change what reserved:stale shows
                 self.set_filter_text(self._filter_text)
         self.refresh_status()

@@ -7,7 +7,7 @@ rings, seen through this protocol), so widgets still import only the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from catkeeper.model import VM
@@ -84,6 +84,12 @@ def net_cell(series: Sequence[Sample]) -> str:
 
 
 STALE_MARK = "⌛"
+
+
+def shows_any(hosts: Collection[str], keys: Sequence[str], vms: Mapping[str, VM]) -> bool:
+    """Whether any of these (visible) rows is a VM of one of ``hosts``: a poll of a host
+    whose rows are scrolled away repaints nothing."""
+    return any(vms[k].host in hosts for k in keys if k in vms)
 
 
 def stale_mark(source: StatsSource | None, vm: VM, now: float) -> str:

@@ -5,7 +5,7 @@ strips a row is painted with. Apart from the table's keys, marks and filtering
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -146,13 +146,17 @@ class VmTableDrawing(ScrollView):
         self.stats = source
         stats_cells.use(source)
 
-    def stats_updated(self) -> None:
-        """A host's stats poll came in: the columns appear once some host has rates."""
-        self._stats_serial += 1
-        if not self._stats_shown and self.stats is not None and self.stats.reporting():
+    def stats_updated(self, hosts: Collection[str]) -> None:
+        """A poll of ``hosts``: repaint if a visible row is theirs (once some host has rates)."""
+        if not self._stats_shown:
+            if self.stats is None or not self.stats.reporting():
+                return
             self._stats_shown = True
             self._layout()
-        self.refresh()
+        top = round(self.scroll_y)
+        if stats_cells.shows_any(hosts, self._shown[top : top + self.size.height], self._vms):
+            self._stats_serial += 1
+            self.refresh()
 
     # The columns drawn, in order (a saved view picks them); the row cells are built the
     # same whichever are shown, so a row costs what it did.
