@@ -158,22 +158,17 @@ class VmTableDrawing(ScrollView):
             self._stats_serial += 1
             self.refresh()
 
-    # The columns drawn, in order (a saved view picks them); the row cells are built the
-    # same whichever are shown, so a row costs what it did.
-    _visible: tuple[str, ...] = COLUMN_KEYS
-
-    @property
-    def visible_columns(self) -> tuple[str, ...]:
-        return self._visible
+    # The columns drawn, in order: a saved view picks them (show_columns). Rows build every
+    # cell whichever are shown, so a row costs what it did.
+    visible_columns: tuple[str, ...] = COLUMN_KEYS
 
     def show_columns(self, keys: Sequence[str] | None) -> None:
         """Draw only these columns, in this order (None or empty: every column)."""
-        unknown = [k for k in keys or () if k not in _BY_KEY]
-        if unknown:
-            raise ValueError(f"no column {unknown[0]!r} (columns: {', '.join(COLUMN_KEYS)})")
+        if any(k not in _BY_KEY for k in keys or ()):
+            raise ValueError(f"unknown column in {keys} (columns: {', '.join(COLUMN_KEYS)})")
         visible = tuple(dict.fromkeys(keys)) if keys else COLUMN_KEYS
-        if visible != self._visible:
-            self._visible = visible
+        if visible != self.visible_columns:
+            self.visible_columns = visible
             self._layout()
             self.refresh()
 
@@ -234,7 +229,7 @@ class VmTableDrawing(ScrollView):
             "until": 7,
             **stats_cells.widths(self._stats_shown),
         }
-        widths = {k: w for k, w in widths.items() if k == "mark" or k in self._visible}
+        widths = {k: w for k, w in widths.items() if k == "mark" or k in self.visible_columns}
         # Narrow terminals give up the least telling columns first.
         for drop in (*stats_cells.widths(self._stats_shown), "ips", "until", "vcpus"):
             fixed = sum(widths.values()) + len(widths)  # one space after each column
@@ -256,11 +251,11 @@ class VmTableDrawing(ScrollView):
         note_w = rest - name_w - 1
         # Names come first: rows that cannot be told apart are worse than a hidden note,
         # which the detail screen shows anyway. A note column too narrow to read is noise.
-        if "note" not in self._visible:  # a view without notes: columns packed left
+        if "note" not in self.visible_columns:  # a view without notes: columns packed left
             note_w = 0
         elif note_w < 6:
             name_w, note_w = rest, 0
-        if "name" not in self._visible:
+        if "name" not in self.visible_columns:
             name_w, note_w = 0, rest
         widths["name"] = name_w
         widths["note"] = note_w
@@ -273,7 +268,7 @@ class VmTableDrawing(ScrollView):
         # lay out again whenever the drawable width is not the one laid out for.
         if self._layout_width != self.scrollable_content_region.width:
             self._layout()
-        order = ("mark", *self._visible)
+        order = ("mark", *self.visible_columns)
         return [(k, self._widths[k]) for k in order if self._widths.get(k)]
 
     def _header(self) -> Strip:
