@@ -14,6 +14,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
+from rich.console import Group, RenderableType
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -111,16 +113,19 @@ class PlacementScreen(ModalScreen[str | None]):
             keys = "enter: create a VM on the host · esc: close" if creates else "esc: close"
             yield Label(keys, id="keys")
 
-    def _misfits(self) -> Text:
-        text = Text()
-        if not self.placement.misfits:
-            return text
-        text.append("Does not fit:" if self.placement.fits else "Why not:", "bold")
-        for misfit in self.placement.misfits:
-            text.append("\n  ")
-            text.append(misfit.host, "bold")
-            text.append(f": {misfit.reason}")
-        return text
+    def _misfits(self) -> RenderableType:
+        """One row per host that does not fit; a long reason wraps under itself, not under
+        the host names (an unreachable host's error is often wider than 80 columns)."""
+        misfits = self.placement.misfits
+        if not misfits:
+            return Text()
+        rows = Table.grid(padding=(0, 0, 0, 1))
+        rows.add_column(no_wrap=True)
+        rows.add_column(ratio=1)
+        for misfit in misfits:
+            rows.add_row(Text(f" {misfit.host}:", "bold"), misfit.reason)
+        title = Text("Does not fit:" if self.placement.fits else "Why not:", "bold")
+        return Group(title, rows)
 
     def on_mount(self) -> None:
         if self.placement.fits:
