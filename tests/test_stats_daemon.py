@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+import catkeeper
 from catkeeper.backend.events import FleetEvent, StatsUpdated
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.stats import HostStats, read_stats
@@ -19,6 +22,7 @@ from tests.daemons import DomainFactory
 from tests.fleet_helpers import fleet_config
 
 pytestmark = pytest.mark.daemon
+SCHEMA = json.loads((Path(catkeeper.__file__).parent / "fleet.schema.json").read_text())
 
 
 def _cpu_ns(dom: object) -> int:
@@ -78,6 +82,7 @@ def test_json_stats_through_the_binary(tcg_domain: DomainFactory, tmp_path: Path
     )
     result = run_catkeeper("--config", str(config), "--json", "--stats", cwd=tmp_path)
     assert result.code == 0, result.err
+    jsonschema.validate(result.json(), SCHEMA)  # the documented schema knows "stats"
     (vm,) = [v for v in result.json()["vms"] if v["uuid"] == dom.UUIDString()]
     stats = vm["stats"]
     assert 0 < stats["cpu_percent"] <= 100
