@@ -100,6 +100,8 @@ def node(tmp_path: Path) -> tuple[Path, Path, Path]:
     old.write_bytes(b"\0" * 512)
     new.write_bytes(b"\0" * 512)
     os.utime(old, (OLD, OLD))
+    now = time.time()  # the clock catkeeper reads (faked under faketime; a new file's is not)
+    os.utime(new, (now, now))
     domains = [
         _domain("idle-box", "11111111-1111-1111-1111-111111111111", old, True),
         _domain("fresh-box", "22222222-2222-2222-2222-222222222222", new, True),
