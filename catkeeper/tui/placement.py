@@ -9,8 +9,9 @@ VMs the copy is a list of references, the adding up is the thread's.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from catkeeper.backend.capacity import Placement, parse_memory, place
 from catkeeper.commands import Command
@@ -18,8 +19,13 @@ from catkeeper.screens.placement import Place, PlacementScreen
 from catkeeper.screens.store import FleetStore
 from catkeeper.tui.host import Handler, Host
 
-# VmOps.create_on: the create form on a host, with the memory and vCPUs given.
-CreateOn = Callable[..., None]
+
+class CreateOn(Protocol):
+    """``VmOps.create_on``: the create form on a host, with the memory and vCPUs given."""
+
+    def __call__(self, chosen: str | None, *, memory: str = ..., vcpus: int = ...) -> None: ...
+
+
 DEFAULT_VCPUS = 2  # as ``catkeeper place`` and the create form
 
 
