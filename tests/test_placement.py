@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.app import App
+from textual.containers import VerticalScroll
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Label, Select, Static
 
 from catkeeper.app import CatkeeperApp
+from catkeeper.backend.capacity import Fit, Misfit, Placement
 from catkeeper.config import Config, HostConfig, Timing
 from catkeeper.screens.create_form import CreateFormScreen
 from catkeeper.screens.placement import BestFit, PlacementScreen
@@ -297,3 +300,23 @@ def test_placement_screen_snapshot(snap_compare: Snap, size: tuple[int, int]) ->
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_many_misfits_scroll_rather_than_vanish() -> None:
+    """50 hosts that do not fit at 80x24: the reasons scroll, the last one can be reached."""
+    misfits = tuple(Misfit(f"lab{i:02}", f"no tag gpu ({i})") for i in range(50))
+    placement = Placement(16 * GIB, 8, ("gpu",), (Fit("big", 8 * GIB, None, 1.0),), misfits)
+
+    class Harness(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(PlacementScreen(placement, can_create=["big"]))
+
+    app = Harness()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        why = app.screen.query_one("#why", VerticalScroll)
+        assert why.max_scroll_y > 0  # more reasons than lines: it scrolls
+        why.scroll_end(animate=False)
+        await pilot.pause()
+        assert why.scroll_y == why.max_scroll_y
+        assert "lab49: no tag gpu (49)" in plain(app.screen.query_one("#misfits", Static))

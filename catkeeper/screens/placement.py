@@ -20,7 +20,7 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Label, Static
@@ -75,7 +75,7 @@ class PlacementScreen(ModalScreen[str | None]):
     PlacementScreen #title { text-style: bold; width: 100%; margin: 0 0 1 0; }
     PlacementScreen DataTable { height: auto; max-height: 12; }
     PlacementScreen #none { color: $text-warning; }
-    PlacementScreen #misfits { height: auto; max-height: 12; margin: 1 0 0 0; }
+    PlacementScreen #why { height: auto; max-height: 12; margin: 1 0 0 0; }
     PlacementScreen #keys { color: $text-muted; margin: 1 0 0 0; }
     """
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
@@ -108,7 +108,9 @@ class PlacementScreen(ModalScreen[str | None]):
                 yield table
             else:
                 yield Label("No host has room for it.", id="none")
-            yield Static(self._misfits(), id="misfits")
+            # Scrolls (tab to it) when a big fleet has more misfits than the screen has lines.
+            with VerticalScroll(id="why"):
+                yield Static(self._misfits(), id="misfits")
             creates = fits and self.can_create
             keys = "enter: create a VM on the host · esc: close" if creates else "esc: close"
             yield Label(keys, id="keys")
