@@ -19,6 +19,7 @@ from catkeeper.backend.stale import (
     OFF,
     UNKNOWN,
     DiskTime,
+    Staleness,
     evidence,
     is_stale,
     read_disk_times,
@@ -149,10 +150,12 @@ async def test_filter_marker_and_detail_in_the_tui(tmp_path: Path) -> None:
         row = "".join(seg.text for seg in table.render_line(1))
         assert "⌛alice" in row
         await pilot.press("enter")
-        await pilot.pause(0.2)
-        screen = app.screen
-        assert isinstance(screen, DetailScreen)
-        text = plain(screen.query_one("#info"))
+        deadline = time.monotonic() + 10
+        while not isinstance(app.screen, DetailScreen) or "Last used" not in (
+            text := plain(app.screen.query_one("#info"))
+        ):
+            assert time.monotonic() < deadline, "the detail screen did not open"
+            await pilot.pause(0.05)
         assert "Last used" in text and "shut off, disks last written 2001" in text
         assert "stale: unused for 7d or more" in text
 
@@ -184,7 +187,6 @@ def test_reservations_stale_through_the_binary(tmp_path: Path) -> None:
 
 
 async def test_a_host_without_cpu_figures_says_so(tmp_path: Path) -> None:
-    from catkeeper.backend.stale import Staleness
     from catkeeper.config import DEMO_DIR
 
     node = tmp_path / "lab1.xml"
@@ -206,5 +208,30 @@ async def test_a_host_without_cpu_figures_says_so(tmp_path: Path) -> None:
         ev = staleness.evidence(vm, time.time())
         assert (ev.kind, ev.detail) == (UNKNOWN, "running; this host reports no CPU time")
         assert not staleness.stale(vm, time.time())
+    finally:
+        await fleet.aclose()
+
+
+async def test_disk_times_of_many_vms_are_read_in_chunks(tmp_path: Path) -> None:
+    disks = []
+    domains = []
+    for i in range(45):  # more than two calls' worth
+        disk = tmp_path / f"d{i}.img"
+        disk.write_bytes(b"\0")
+        os.utime(disk, (OLD + i, OLD + i))
+        disks.append(disk)
+        domains.append(_domain(f"vm{i}", f"00000000-0000-0000-0000-{i:012d}", disk, True))
+    path = tmp_path / "node.xml"
+    path.write_text(f"<node>{''.join(domains)}</node>")
+    fleet = Fleet(_config(path))
+    staleness = Staleness(fleet.sessions, StaleSettings(), time.monotonic)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(10)
+        assert await staleness.disks.refresh_host("lab")
+        got = staleness.disks.times["lab"]
+        assert len(got) == 45
+        assert {int(t.mtime or 0) - OLD for t in got.values()} == set(range(45))
+        assert not await staleness.disks.refresh_host("lab")  # cached: nothing changed
     finally:
         await fleet.aclose()

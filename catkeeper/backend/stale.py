@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -41,6 +42,7 @@ Clock = Callable[[], float]
 T = TypeVar("T")
 
 BUSY, IDLE, OFF, UNKNOWN = "busy", "idle", "off", "unknown"
+_CHUNK = 20  # VMs per disk-time call
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,12 @@ def read_disk_times(
     return out
 
 
+def _read_part(
+    disks: Mapping[str, Sequence[str]], local: bool, conn: libvirt.virConnect
+) -> dict[str, DiskTime]:
+    return read_disk_times(conn, disks, local=local)
+
+
 # ---- keeping them fresh ------------------------------------------------------------------
 
 
@@ -180,11 +188,15 @@ class DiskTimes:
         now = self._mono()
         if not force and last is not None and last[0] == key and now - last[1] < self.recheck:
             return False
-        wanted = {vm.uuid: disk_paths(vm) for vm in reserved if not vm.state.is_active}
+        wanted = [(vm.uuid, disk_paths(vm)) for vm in reserved if not vm.state.is_active]
         local = _local(session.cfg.uri)
-        self.times[name] = await session.call(
-            lambda c: read_disk_times(c, wanted, local=local), what="reading disk times"
-        )
+        times: dict[str, DiskTime] = {}
+        # Two round trips per disk: in calls of _CHUNK VMs, so a person's action on this
+        # host (calls take turns on a connection) never waits behind all of them.
+        for start in range(0, len(wanted), _CHUNK):
+            read = functools.partial(_read_part, dict(wanted[start : start + _CHUNK]), local)
+            times |= await session.call(read, what="reading disk times")
+        self.times[name] = times
         self._read[name] = (key, now)
         return True
 
