@@ -139,7 +139,11 @@ def test_detail_plots(snap_compare: Snap) -> None:
         row = next(i for i, k in enumerate(table.shown_keys) if table.vm(k).state.is_active)  # type: ignore[union-attr]
         table.move_cursor(row)
         await pilot.press("enter")
-        await pilot.pause(0.3)
+        deadline = time.monotonic() + 10
+        while not app.screen.query(StatsPlots):
+            assert time.monotonic() < deadline, "the detail screen did not open"
+            await pilot.pause(0.05)
+        await pilot.pause(0.2)
         assert app.screen.query_one(StatsPlots).display
 
     assert snap_compare(demo(), terminal_size=(80, 24), run_before=open_running)
