@@ -9,7 +9,7 @@ from pathlib import Path
 
 import libvirt
 
-from catkeeper.backend.events import FleetEvent, StatsUpdated
+from catkeeper.backend.events import FleetEvent, HostChanged, StatsUpdated
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.stats import HostStats, counters, rates
 from catkeeper.config import Timing
@@ -113,6 +113,8 @@ async def test_equal_intervals_fold_into_the_warm_refresh_and_zero_is_off(tmp_pa
     off = Timing(connect_timeout=3, call_timeout=5, refresh_interval=0.2, stats_interval=0)
     for timing, expect_polls in ((folded, True), (off, False)):
         fleet = Fleet(fleet_config([("h", f"test://{node}")], timing=timing))
+        refreshes: list[FleetEvent] = []  # each warm refresh says HostChanged
+        fleet.subscribe(refreshes.append)
         await fleet.start()
         try:
             assert await fleet.wait_settled(10)
@@ -122,7 +124,12 @@ async def test_equal_intervals_fold_into_the_warm_refresh_and_zero_is_off(tmp_pa
                 await _until(lambda s=session: s.stats.polls >= 2, 10)
                 assert len(session.stats.uuids()) == 3
             else:
-                await asyncio.sleep(0.6)  # three refreshes' worth
+
+                def changes(seen: list[FleetEvent] = refreshes) -> int:
+                    return sum(isinstance(e, HostChanged) for e in seen)
+
+                settled = changes()
+                await _until(lambda n=settled: changes() >= n + 3, 10)  # three refreshes
                 assert session.stats.polls == 0
         finally:
             await fleet.aclose()
