@@ -181,6 +181,22 @@ def test_reservations_stale_through_the_binary(tmp_path: Path) -> None:
     assert only["last_used"]["kind"] == OFF and only["last_used"]["since"] < OLD + DAY
     text = run_catkeeper("--config", str(config), "reservations", "--stale", cwd=tmp_path)
     assert text.code == 0 and "lab/idle-box  alice  shut off, disks last written" in text.out
+    by_filter = run_catkeeper(
+        "--config",
+        str(config),
+        "reservations",
+        "--filter",
+        "reserved:stale",
+        "--json",
+        cwd=tmp_path,
+    )
+    assert [v["vm"] for v in by_filter.json()] == ["idle-box"]
+    # The same term in --json --filter gathers the same evidence.
+    fleet = run_catkeeper(
+        "--config", str(config), "--json", "--filter", "reserved:stale", cwd=tmp_path
+    )
+    assert fleet.code == 0, fleet.err
+    assert [v["name"] for v in fleet.json()["vms"]] == ["idle-box"]
     every = run_catkeeper("--config", str(config), "reservations", "--json", cwd=tmp_path)
     assert {v["vm"] for v in every.json()} == {"idle-box", "fresh-box"}  # nothing released
     assert StaleSettings().stale_after == 7 * DAY

@@ -107,8 +107,10 @@ def _fail(message: str, code: int) -> int:
 
 def _run_json(args: argparse.Namespace, config: Config) -> int:
     from catkeeper.backend.fleet import UnknownHost
+    from catkeeper.backend.stale import Staleness
     from catkeeper.cli.headless import collect, dumps
     from catkeeper.filtering import FilterError, parse_filter, tags_of
+    from catkeeper.model import VM
 
     view = None
     if args.view is not None:
@@ -116,12 +118,17 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
         if view is None:
             return Exit.USAGE
     filters = []
+    evidence: list[Staleness] = []  # reserved:stale's, gathered once the hosts answered
+
+    def stale(vm: VM, now: float) -> bool:
+        return bool(evidence) and evidence[0].stale(vm, now)
+
     # The view's filter and --filter both apply: every term of each must match.
     for option, text in (("--view", view.filter if view else None), ("--filter", args.filter)):
         if text:
             try:
                 me, tags = current_user(config), tags_of(config.hosts)
-                filters.append(parse_filter(text, me=me, host_tags=tags))
+                filters.append(parse_filter(text, me=me, host_tags=tags, stale=stale))
             except FilterError as exc:
                 return _fail(f"{option}: {exc}", Exit.USAGE)
     vm_filter = None
@@ -141,6 +148,7 @@ def _run_json(args: argparse.Namespace, config: Config) -> int:
                 ips=args.ips,
                 sort=(view.sort, view.descending) if view and view.sort else None,
                 stats=args.stats,
+                evidence=evidence if any("stale" in f.text for f in filters) else None,
             )
         )
     except UnknownHost as exc:

@@ -13,6 +13,7 @@ from typing import Any
 from catkeeper import __version__
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.stale import Staleness, gather_evidence
 from catkeeper.backend.stats.cli import stats_json, two_samples
 from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
@@ -63,6 +64,7 @@ async def collect(
     clock: Callable[[], float] = time.time,
     stats: bool = False,
     sort: tuple[str, bool] | None = None,
+    evidence: list[Staleness] | None = None,
 ) -> tuple[dict[str, Any], int]:
     """Connect to every host at once, wait up to ``timeout`` s, return (document, exit code).
 
@@ -72,7 +74,8 @@ async def collect(
     job. ``vm_filter(vm, now)`` and the document's ``generated_at`` use ``clock``. With
     ``stats``, each VM gets its current rates (``stats_json``: two samples, one interval
     apart, so the run takes that much longer). ``sort``: (column, descending), in the
-    table's order for that column (a saved view's).
+    table's order for that column (a saved view's). ``evidence``: a list to put the
+    stale-reservation evidence in once the hosts answered (what ``reserved:stale`` asks).
     """
     started = time.monotonic()
     fleet = Fleet(config, readonly=readonly, only=only, clock=clock)
@@ -86,6 +89,8 @@ async def collect(
                 budget = max(0.0, timeout - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(addresses), budget)
+            if evidence is not None:
+                evidence.append(await gather_evidence(fleet, config.stale, clock))
             if stats:
                 await two_samples(fleet, clock)
             hosts = [_unsettled(h, timeout) for h in fleet.hosts()]

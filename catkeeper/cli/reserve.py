@@ -287,7 +287,7 @@ async def _list(args: argparse.Namespace, config: Config, clock: Callable[[], fl
             raise CliError(Exit.USAGE, f"--filter: {exc}") from None
         matches = chosen.matches
     async with open_fleet(args, config, only=getattr(args, "host", None), clock=clock) as fleet:
-        if args.stale:
+        if text is not None and "stale" in text:  # --stale, or reserved:stale in --filter
             staleness = await gather_evidence(fleet, config.stale, clock)
         now = clock()
         vms = sorted(
