@@ -73,6 +73,13 @@ def test_ring_is_bounded_and_forgets_vms_that_are_gone() -> None:
     stats.take([("a", _record(6, 0, 0, 0, 0))], 6, 106)
     assert stats.series("b") == [] and stats.uuids() == ["a"]
     assert polls == [1, 2, 3, 4, 5, 6]
+    # A VM that stops keeps no ring (nothing to draw); started again, it starts afresh.
+    stopped = {"state.state": libvirt.VIR_DOMAIN_SHUTOFF}
+    stats.take([("a", stopped)], 7, 107)
+    assert stats.series("a") == [] and stats.latest("a") is None
+    stats.take([("a", _record(8, 0, 0, 0, 0))], 8, 108)
+    (only,) = stats.series("a")
+    assert (only.at, only.cpu_pct, only.mem_used_kib) == (108, None, 1000)
 
 
 async def _until(check: object, timeout: float) -> None:
@@ -95,11 +102,15 @@ async def test_test_driver_poll_fills_rings_and_announces_each_host_once(tmp_pat
         assert await fleet.wait_settled(10)
         s0 = fleet.session("h0")
         await _until(lambda: s0.stats.polls >= 3, 10)
+        assert any(vm.state.is_active for vm in s0.vms.values())
         for uuid, vm in s0.vms.items():
             series = s0.stats.series(uuid)
+            if not vm.state.is_active:
+                assert series == []  # only running VMs keep a ring
+                continue
             assert series, vm.name
             # The test driver reports only the state: no figures, and no made-up zeros.
-            assert series[-1].running == vm.state.is_active and series[-1].cpu_pct is None
+            assert series[-1].running and series[-1].cpu_pct is None
         updates = [e.host for e in seen if isinstance(e, StatsUpdated)]
         assert set(updates) == {"h0", "h1"}
         assert updates.count("h0") <= s0.stats.polls  # one announcement per poll, not per VM

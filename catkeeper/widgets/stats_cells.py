@@ -56,7 +56,10 @@ def sparkline(values: Sequence[float | None], top: float | None = None, width: i
         elif scale <= 0:
             out.append(BARS[0])
         else:
-            out.append(BARS[min(len(BARS) - 1, int(v / scale * (len(BARS) - 1) + 0.5))])
+            # The epsilon: a value on a step's edge (50 % of 7 steps) must not flicker
+            # between two bars with the last bit of float rounding.
+            step = int(v / scale * (len(BARS) - 1) + 0.5 + 1e-6)
+            out.append(BARS[max(0, min(len(BARS) - 1, step))])
     return "".join(out).rjust(width)
 
 

@@ -6,12 +6,19 @@ only this host's rings, then tells the UI once "stats updated for host H"; the t
 repaints only the rows it shows.
 
 Writers: one poll at a time per host (the host's calls take turns, conn_guard.py), on a
-worker thread. Readers (the UI) only take a reference to a ring and copy it; the rings of a
-poll are swapped in whole, so a reader never sees half a poll.
+worker thread. Readers (the UI) take a reference to a ring; a poll builds new rings and
+swaps them in whole, so a reader never sees half a poll.
+
+Compact on purpose: only running VMs have a ring, six float32 figures per sample in one
+``array`` (the poll times are the host's, shared by its VMs), and ``Rates`` objects are made
+only for the rows a reader asks for. A tuple of 30 ``Rates`` per VM held 83 MB at 10,000
+running VMs (tracemalloc, 20 hosts x 500); this, with the counters, holds 13 MB.
 """
 
 from __future__ import annotations
 
+import math
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
@@ -20,6 +27,8 @@ from catkeeper.model import VM
 
 RING = 30  # samples kept per VM: 5 minutes at the default 10 s
 BUSY_CPU = 5.0  # CPU % of its vCPUs from which a running VM counts as in use
+_WIDTH = 6  # figures per sample: cpu %, memory KiB, net rx, net tx, disk read, disk write
+_NAN = math.nan  # "unknown" in a ring
 
 
 class Activity(NamedTuple):
@@ -31,6 +40,24 @@ class Activity(NamedTuple):
     idle_since: float | None
 
 
+def _known(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _rates(at: float, ring: array[float], start: int) -> Rates:
+    cpu, mem, rx, tx, rd, wr = ring[start : start + _WIDTH]
+    return Rates(
+        at,
+        True,
+        _known(cpu),
+        None if math.isnan(mem) else int(mem),
+        _known(rx),
+        _known(tx),
+        _known(rd),
+        _known(wr),
+    )
+
+
 class HostStats:
     def __init__(self, host: str, *, ring: int = RING, busy_cpu: float = BUSY_CPU) -> None:
         self.host = host
@@ -38,7 +65,8 @@ class HostStats:
         self.busy_cpu = busy_cpu
         self._activity: dict[str, Activity] = {}
         self._last: dict[str, Counters] = {}
-        self._rings: dict[str, tuple[Rates, ...]] = {}
+        self._rings: dict[str, array[float]] = {}
+        self._times: tuple[float, ...] = ()  # each kept poll's wall time, oldest first
         self.reporting = False  # whether the last poll gave any VM a CPU rate
         self.polls = 0  # counts polls taken, so tests and the CLI can wait for the next one
         # Called (on the worker thread) after each poll; the session posts it to its loop.
@@ -49,8 +77,9 @@ class HostStats:
         last = self._last
         old_rings = self._rings
         new_last: dict[str, Counters] = {}
-        new_rings: dict[str, tuple[Rates, ...]] = {}
+        new_rings: dict[str, array[float]] = {}
         keep = max(1, self.ring - 1)
+        keep_values = keep * _WIDTH
         reporting = False
         old_activity, activity = self._activity, {}
         busy = self.busy_cpu
@@ -69,9 +98,14 @@ class HostStats:
                     activity[uuid] = Activity(watched, idle if idle is not None else wall)
             elif now.running and uuid in old_activity and last.get(uuid) is not None:
                 activity[uuid] = old_activity[uuid]  # a gap (counter reset): keep the watch
-            # Tuples, not deques: a reader copying a ring can never see it change under it.
-            new_rings[uuid] = (*old_rings.get(uuid, ())[-keep:], now)
+            if not now.running:
+                continue  # no ring: nothing to draw, and memory stays per running VM
+            new = array("f", [_NAN if v is None else v for v in now.figures])
+            old = old_rings.get(uuid)
+            # A new array each poll (slicing copies): a reader's ring never changes under it.
+            new_rings[uuid] = old[-keep_values:] + new if old is not None else new
         # Domains gone from the host are dropped with the old dicts.
+        self._times = (*self._times[-keep:], wall)
         self._last, self._rings, self._activity = new_last, new_rings, activity
         self.reporting = reporting
         self.polls += 1
@@ -79,12 +113,19 @@ class HostStats:
             self.on_poll()
 
     def series(self, uuid: str) -> list[Rates]:
-        """This VM's samples, oldest first (empty when none was taken)."""
-        return list(self._rings.get(uuid, ()))
+        """This VM's samples, oldest first (empty when it is not running or not sampled)."""
+        ring, times = self._rings.get(uuid), self._times
+        if ring is None:
+            return []
+        count = len(ring) // _WIDTH
+        # Every poll extends every running VM's ring and the times: they end together.
+        return [_rates(times[-count + i], ring, i * _WIDTH) for i in range(count)]
 
     def latest(self, uuid: str) -> Rates | None:
         ring = self._rings.get(uuid)
-        return ring[-1] if ring else None
+        if not ring:
+            return None
+        return _rates(self._times[-1], ring, len(ring) - _WIDTH)
 
     def activity(self, uuid: str) -> Activity | None:
         """Since when a running VM is watched and idle; None when not running or unsampled."""

@@ -59,6 +59,12 @@ class Rates:
     disk_wr: float | None
 
     @property
+    def figures(self) -> tuple[float | None, ...]:
+        """CPU, memory, net rx, net tx, disk read, disk write: a stats ring's order."""
+        mem, cpu = self.mem_used_kib, self.cpu_pct
+        return (cpu, mem, self.net_rx, self.net_tx, self.disk_rd, self.disk_wr)
+
+    @property
     def net(self) -> float | None:
         """Both directions together (the table's NET column)."""
         if self.net_rx is None and self.net_tx is None:
