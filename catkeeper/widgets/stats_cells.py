@@ -34,6 +34,10 @@ class StatsSource(Protocol):
         """The VM's recent samples, oldest first."""
         ...
 
+    def latest(self, host: str, uuid: str) -> Sample | None:
+        """The VM's newest sample (cheaper than the series: sorting asks it of every VM)."""
+        ...
+
     def reporting(self) -> bool:
         """Whether any host reports rates (no columns for a fleet that cannot fill them)."""
         ...
@@ -114,19 +118,15 @@ def cells(source: StatsSource | None, vm: VM) -> tuple[str, str]:
 
 def current_cpu(source: StatsSource | None, vm: VM) -> float:
     """The CPU column's sort key: the latest CPU %, unknown last."""
-    if source is None:
-        return -1.0
-    series = source.series(vm.host, vm.uuid)
-    last = series[-1].cpu_pct if series else None
-    return last if last is not None else -1.0
+    last = source.latest(vm.host, vm.uuid) if source is not None else None
+    cpu = last.cpu_pct if last is not None else None
+    return cpu if cpu is not None else -1.0
 
 
 def current_net(source: StatsSource | None, vm: VM) -> float:
-    if source is None:
-        return -1.0
-    series = source.series(vm.host, vm.uuid)
-    last = series[-1].net if series else None
-    return last if last is not None else -1.0
+    last = source.latest(vm.host, vm.uuid) if source is not None else None
+    net = last.net if last is not None else None
+    return net if net is not None else -1.0
 
 
 # The one table's source, for the CPU and NET columns' sort keys (a ``Column`` sorts by

@@ -159,6 +159,10 @@ class FleetStats:
         stats = self._hosts.get(host)
         return stats.series(uuid) if stats is not None else []
 
+    def latest(self, host: str, uuid: str) -> Rates | None:
+        stats = self._hosts.get(host)
+        return stats.latest(uuid) if stats is not None else None
+
     def reporting(self) -> bool:
         return any(s.reporting for s in self._hosts.values())
 
