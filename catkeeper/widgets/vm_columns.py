@@ -18,6 +18,7 @@ from textual.timer import Timer
 
 from catkeeper.model import VM, StopProgress, VmState
 from catkeeper.widgets import format as fmt
+from catkeeper.widgets.row_order import ContentWidths, Descending
 
 _STATE_ORDER = {s: i for i, s in enumerate(VmState)}
 
@@ -129,6 +130,7 @@ class VmTableDrawing(ScrollView):
     _style_cache_focus: bool | None
     _rows_cache: dict[tuple[Any, ...], Strip]
     _content_width: dict[str, int]
+    _measured: ContentWidths
     sort_column: str
     sort_reverse: bool
     _order: list[str]
@@ -166,18 +168,22 @@ class VmTableDrawing(ScrollView):
         self._order_dirty = False
         self._rows = None
 
+    def _place_of(self, key: str, vm: VM) -> tuple[Any, ...]:
+        """Where a row goes in the order ``_sort`` makes: the same order, as one key, so a
+        changed row can be put back by bisection."""
+        column = _BY_KEY[self.sort_column]
+        primary = vm.host if column.key == "host" else column.sort_key(vm)
+        if self.sort_reverse:
+            primary = Descending(primary)
+        return (primary, vm.host, vm.name, key)
+
     def _measure_content(self) -> None:
-        """Widths of the columns sized by their content (over all rows, so a filter keystroke
-        does not make columns jump)."""
-        vms = self._vms.values()
-        self._content_width = {
-            "host": max((len(vm.host) for vm in vms), default=4),
-            "name": max((cell_len(vm.name) for vm in vms), default=4),
-            "ips": max((len(fmt.ips(vm)) for vm in vms if vm.ips), default=2),
-            "owner": max((len(vm.reservation.owner) for vm in vms if vm.reservation), default=1),
-            "note": max((len(fmt.note(vm)) for vm in vms if vm.reservation), default=0),
-        }
-        self._layout()
+        """Widths of the columns sized by their content (kept over all rows as they change,
+        so a filter keystroke does not make columns jump); lays out again when they moved."""
+        widths = self._measured.widths()
+        if widths != self._content_width:
+            self._content_width = widths
+            self._layout()
 
     def _layout(self) -> None:
         width = self.scrollable_content_region.width or self.size.width
