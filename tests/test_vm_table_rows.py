@@ -13,6 +13,7 @@ import random
 
 import pytest
 from textual.app import App, ComposeResult
+from textual.geometry import Region
 
 from catkeeper.filtering import parse_filter
 from catkeeper.model import VM, IpSighting, Reservation, VmState
@@ -114,3 +115,27 @@ async def test_changes_one_at_a_time_match_a_fresh_sort(text: str) -> None:
                     if cursor in vms and cursor in live.shown_keys:
                         assert live.cursor_key == cursor
         assert live.total_count == len(vms)
+
+
+async def test_a_row_changed_in_place_is_repainted() -> None:
+    """A change that moves no row repaints only that row's line: the line must show it."""
+    rng = random.Random("repaint")
+    vms = {_key(vm): vm for vm in (_vm(rng, "h1", n) for n in range(80))}
+    for key, vm in vms.items():
+        vms[key] = dataclasses.replace(vm, state=VmState.RUNNING)
+    app = _Tables()
+    async with app.run_test(size=(160, 40)) as pilot:
+        live = app.query_one("#live", VmTable)
+        live.apply(dict(vms))
+        live.move_cursor(2)
+        await pilot.pause()
+        key = live.shown_keys[4]
+        live.apply({key: dataclasses.replace(vms[key], state=VmState.PAUSED)})
+        assert live.shown_keys[4] == key  # sorted by host: it did not move
+        await pilot.pause()
+        lines = live.render_lines(Region(0, 0, live.size.width, live.size.height))
+        text = ["".join(segment.text for segment in strip) for strip in lines]
+        row = text[4 + 1]  # the header is line 0
+        assert vms[key].name in row
+        assert "paused" in row, row
+        assert sum("paused" in line for line in text) == 1

@@ -177,13 +177,16 @@ class VmTableDrawing(ScrollView):
             primary = Descending(primary)
         return (primary, vm.host, vm.name, key)
 
-    def _measure_content(self) -> None:
+    def _measure_content(self) -> bool:
         """Widths of the columns sized by their content (kept over all rows as they change,
-        so a filter keystroke does not make columns jump); lays out again when they moved."""
+        so a filter keystroke does not make columns jump); lays out again when they moved
+        (True)."""
         widths = self._measured.widths()
-        if widths != self._content_width:
-            self._content_width = widths
-            self._layout()
+        if widths == self._content_width:
+            return False
+        self._content_width = widths
+        self._layout()
+        return True
 
     def _layout(self) -> None:
         width = self.scrollable_content_region.width or self.size.width

@@ -64,9 +64,10 @@ class VmRows(VmTableDrawing):
             vms[key] = vm
             self._hay[key] = self._haystack(vm)
             self._measured.put(key, vm)
+        relaid = False
         if upserts or gone:
             self._rows = None  # they hold the old VM objects
-            self._measure_content()
+            relaid = self._measure_content()
         if not few:
             self._order_dirty = self._order_dirty or bool(moved or gone)
             self._recompute()
@@ -74,7 +75,14 @@ class VmRows(VmTableDrawing):
         put_in(self._order, moved, place)
         if self._show_changes(upserts, gone, set(moved)):
             return
-        self.refresh()
+        if relaid:
+            self.refresh()
+        else:  # rows changed in place: repaint those on screen, not the whole table
+            top = round(self.scroll_y)
+            for key in upserts:
+                row = self._pos.get(key)
+                if row is not None and top <= row <= top + self.size.height:
+                    self.refresh_line(row + 1)  # line 0 is the header
         self._report_cursor()
 
     def _place(self, key: str) -> tuple[object, ...]:
