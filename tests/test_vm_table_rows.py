@@ -101,6 +101,12 @@ async def test_changes_one_at_a_time_match_a_fresh_sort(text: str) -> None:
                     # A chosen cursor follows its VM; until then it stays on the first row.
                     cursor = live.cursor_key if live._cursor_chosen else None
                     live.apply(upserts, [k for k in removed if k not in upserts])
+                    if rng.random() < 0.3:  # a keystroke: filters the rows kept by apply
+                        live.set_filter(parse_filter(text, me="alice"))
+                    if live._rows is not None:
+                        assert [r[0] for r in live._rows] == live._order
+                        assert all(r[1] is live._vms[r[0]] for r in live._rows)
+                        assert all(r[2] == live._hay[r[0]] for r in live._rows)
 
                     fresh = app.query_one("#fresh", VmTable)
                     await fresh.remove()

@@ -9,8 +9,7 @@ counter updates for the rows it touches.
 
 from __future__ import annotations
 
-import contextlib
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,21 +38,55 @@ class Descending:
     __hash__ = None  # type: ignore[assignment]
 
 
-def take_out(keys: list[str], rows: Iterable[tuple[str, Any]], place: Callable[[str], Any]) -> None:
-    """Remove each ``(key, where)`` from ``keys``, sorted by ``place``; ``where`` is the
-    row's place when it was put in (its VM may have changed since)."""
-    for key, where in rows:
+def take_out(
+    keys: list[str],
+    rows: list[Any] | None,
+    gone: Iterable[tuple[str, Any]],
+    place: Callable[[str], Any],
+) -> None:
+    """Remove each ``(key, where)`` from ``keys``, sorted by ``place``, and the item at the
+    same index from ``rows`` (kept parallel to it); ``where`` is the row's place when it
+    was put in (its VM may have changed since)."""
+    for key, where in gone:
         i = bisect_left(keys, where, key=place)
-        if i < len(keys) and keys[i] == key:
-            del keys[i]
-        else:  # not where its place says: only if a sort key changed behind our back
-            with contextlib.suppress(ValueError):
-                keys.remove(key)
+        if i >= len(keys) or keys[i] != key:
+            # Not where its place says: only if a sort key changed behind our back.
+            try:
+                i = keys.index(key)
+            except ValueError:
+                continue
+        del keys[i]
+        if rows is not None:
+            del rows[i]
 
 
-def put_in(keys: list[str], new: Iterable[str], place: Callable[[str], Any]) -> None:
+def put_in(
+    keys: list[str],
+    rows: list[Any] | None,
+    new: Iterable[str],
+    place: Callable[[str], Any],
+    row: Callable[[str], Any],
+) -> None:
+    """Insert each key where ``place`` sorts it, and ``row(key)`` at the same index."""
     for key in new:
-        insort(keys, key, key=place)
+        i = bisect_right(keys, place(key), key=place)
+        keys.insert(i, key)
+        if rows is not None:
+            rows.insert(i, row(key))
+
+
+def replace(
+    keys: list[str],
+    rows: list[Any],
+    same: Iterable[str],
+    place: Callable[[str], Any],
+    row: Callable[[str], Any],
+) -> None:
+    """Renew ``row(key)`` for keys that changed without moving."""
+    for key in same:
+        i = bisect_left(keys, place(key), key=place)
+        if i < len(keys) and keys[i] == key:
+            rows[i] = row(key)
 
 
 # The columns sized by their content: a row's cell length (None: the row has no such cell)

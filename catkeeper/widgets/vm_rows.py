@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from textual.geometry import Size
 
 from catkeeper.model import VM
-from catkeeper.widgets.row_order import put_in, take_out
+from catkeeper.widgets.row_order import put_in, replace, take_out
 from catkeeper.widgets.vm_columns import _BY_KEY, COLUMN_KEYS, RowFilter, VmTableDrawing
 
 # Up to this many rows changed at once are put in place one by one; more (a host's first
@@ -53,7 +53,7 @@ class VmRows(VmTableDrawing):
                 moved.append(key)
         place = self._place
         if few:
-            take_out(self._order, was, place)
+            take_out(self._order, self._rows, was, place)
         for key in gone:
             del vms[key]
             self._hay.pop(key, None)
@@ -64,15 +64,21 @@ class VmRows(VmTableDrawing):
             vms[key] = vm
             self._hay[key] = self._haystack(vm)
             self._measured.put(key, vm)
-        relaid = False
-        if upserts or gone:
-            self._rows = None  # they hold the old VM objects
-            relaid = self._measure_content()
+        relaid = self._measure_content() if upserts or gone else False
         if not few:
+            self._rows = None  # they hold the old VM objects
             self._order_dirty = self._order_dirty or bool(moved or gone)
             self._recompute()
             return
-        put_in(self._order, moved, place)
+        # The filter's rows follow the order, so a keystroke after a change need not
+        # rebuild 10,000 of them.
+        make_row = self._filter_row
+        put_in(self._order, self._rows, moved, place, make_row)
+        if self._rows is not None:
+            moving = set(moved)
+            replace(
+                self._order, self._rows, (k for k in upserts if k not in moving), place, make_row
+            )
         if self._show_changes(upserts, gone, set(moved)):
             return
         if relaid:
@@ -87,6 +93,9 @@ class VmRows(VmTableDrawing):
 
     def _place(self, key: str) -> tuple[object, ...]:
         return self._place_of(key, self._vms[key])
+
+    def _filter_row(self, key: str) -> tuple[str, VM, str]:
+        return (key, self._vms[key], self._hay[key])
 
     def _show_changes(self, upserts: Mapping[str, VM], gone: list[str], moved: set[str]) -> bool:
         """Bring the shown rows up to date with a few changed ones; False when none of them
@@ -112,7 +121,7 @@ class VmRows(VmTableDrawing):
         rows = self._shown
         for i in sorted(drop, reverse=True):
             del rows[i]
-        put_in(rows, add, self._place)
+        put_in(rows, None, add, self._place, self._filter_row)
         self._show(rows)
         return True
 
@@ -141,7 +150,7 @@ class VmRows(VmTableDrawing):
         else:
             if self._rows is None:
                 vms, hay = self._vms, self._hay
-                self._rows = [(k, vms[k], hay[k]) for k in self._order]
+                self._rows = [(k, vms[k], hay[k]) for k in self._order]  # kept up to date by apply
             shown = f.select(self._rows, self._clock())
         self._show(shown)
 
