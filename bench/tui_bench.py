@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from catkeeper.app import CatkeeperApp
 from catkeeper.config import Config, HostConfig
 from catkeeper.demo.fleetgen import write_fleet
 from catkeeper.filtering import parse_filter
+from catkeeper.model import VmState
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -100,6 +102,22 @@ async def _run(config: Config, total: int, size: tuple[int, int]) -> None:
             await pilot.press(key)
             moves.append(time.perf_counter() - t0)
         _stats("cursor key (pilot, end to end)", moves)
+
+        # What one change from a host costs the loop (a VM paused by someone else): the
+        # store's apply + the table's, with and without a filter, sorted by host and by state.
+        for text, column in (("", "host"), ("ubuntu", "host"), ("state:running", "state")):
+            table.set_filter(parse_filter(text, me="bench"))
+            table.sort_by(column, reverse=False)
+            updates: list[float] = []
+            for key in table.shown_keys[:: max(1, table.row_count // 40)][:40]:
+                vm = table.vm(key)
+                assert vm is not None
+                flipped = VmState.PAUSED if vm.state is VmState.RUNNING else VmState.RUNNING
+                t0 = time.perf_counter()
+                table.apply({key: dataclasses.replace(vm, state=flipped)})
+                updates.append(time.perf_counter() - t0)
+            _stats(f"one VM changed (filter {text!r}, sort {column})", updates)
+        table.set_filter(parse_filter("", me="bench"))
 
         sorts: list[float] = []
         for column in ("name", "state", "memory", "host"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -48,6 +49,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped under {REQUIRE}=1, where every test must run: {reason}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_state_and_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Tests never write the user's own state or config (the audit log, saved views): both
+    XDG homes point into this session's temporary folder; a test may point them elsewhere."""
+    root = tmp_path_factory.mktemp("xdg")
+    saved = {k: os.environ.get(k) for k in ("XDG_STATE_HOME", "XDG_CONFIG_HOME")}
+    os.environ["XDG_STATE_HOME"] = str(root / "state")
+    os.environ["XDG_CONFIG_HOME"] = str(root / "config")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")

@@ -303,6 +303,7 @@ class _HeldUnixRelay:
         self._flowing = asyncio.Event()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def start(self) -> _HeldUnixRelay:
         self._thread.start()
@@ -319,6 +320,7 @@ class _HeldUnixRelay:
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         self.accepted += 1
         self.open += 1
+        self._writers.add(cw)
         try:
             await self._flowing.wait()
             ur, uw = await asyncio.open_unix_connection(self.path)
@@ -333,7 +335,17 @@ class _HeldUnixRelay:
             await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
         finally:
             self.open -= 1
+            self._writers.discard(cw)
             cw.close()
+
+    def cut(self) -> None:
+        """Drop every relayed connection, as a crashed link would; new ones still get through."""
+
+        def abort() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(abort)
 
     def stop(self) -> None:
         async def shutdown() -> None:
@@ -392,3 +404,39 @@ async def test_an_abandoned_attempt_is_closed_when_it_returns(
     await until(lambda: held_relay.open == 0, 30, "the late connection is closed")
     await until(lambda: session.executor.threads == 0, 30, "its thread ends")
     assert held_relay.accepted == 1
+
+
+async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
+    held_relay: _HeldUnixRelay, tmp_path: Path
+) -> None:
+    """Back after a drop, the host is up with the domain XML from before the drop and the
+    XML is read again behind it: a change made meanwhile (a new driver instance from an
+    edited node file here, an XML edit by someone else on a real host) still shows."""
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=7, seed=9)
+    held_relay.release()
+    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
+    timing = Timing(connect_timeout=5, call_timeout=5, refresh_interval=0, backoff_initial=0.1)
+    fleet = Fleet(fleet_config([("lab", uri)], timing=timing))
+    failures = unreachable_counter(fleet, "lab")
+    await fleet.start()
+    try:
+        session = fleet.session("lab")
+        await until(lambda: session.host.state is HostState.UP, 30, "first load")
+        uuid, vm = next(iter(session.vms.items()))
+        assert vm.title != "edited while away"
+        text = node.read_text()
+        name_tag = f"<name>{vm.name}</name>"
+        assert text.count(name_tag) == 1
+        node.write_text(text.replace(name_tag, f"{name_tag}<title>edited while away</title>"))
+
+        held_relay.cut()
+        await until(lambda: failures, 30, "the drop is noticed")
+        await until(lambda: session.host.state is HostState.UP, 30, "back up")
+        assert len(session.vms) == 7
+        await until(
+            lambda: session.vms[uuid].title == "edited while away", 30, "the XML read again"
+        )
+        assert not any(v.stale for v in session.vms.values())
+        assert held_relay.open == 1  # the dropped connection is gone, one in use
+    finally:
+        await fleet.aclose()

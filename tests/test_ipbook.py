@@ -131,6 +131,22 @@ def test_max_age_hides_then_prune_forgets() -> None:
     assert book.prune() and book.macs() == set()
 
 
+def test_prune_again_later_forgets_what_aged_since() -> None:
+    clock = Clock(1000.0)
+    book = IpBook(max_age=60.0, clock=clock)
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 990.0), s(MAC_B, "10.0.0.6", "neigh", 1030.0)])
+    assert not book.prune()  # nothing old enough yet
+    clock.now = 1060.0
+    assert book.prune() and book.macs() == {MAC_B}
+    clock.now = 1080.0
+    assert not book.prune() and book.macs() == {MAC_B}
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 1075.0)])
+    clock.now = 1100.0
+    assert book.prune() and book.macs() == {MAC_A}  # B (1030) aged out; A (1075) stays
+    clock.now = 1140.0
+    assert book.prune() and book.macs() == set()
+
+
 def test_authoritative_source_retracts_addresses_it_no_longer_reports() -> None:
     book = IpBook(clock=Clock(2000.0))
     first = SourceResult(

@@ -19,6 +19,7 @@ from textual.timer import Timer
 from catkeeper.model import VM, StopProgress, VmState
 from catkeeper.widgets import format as fmt
 from catkeeper.widgets import stats_cells
+from catkeeper.widgets.row_order import ContentWidths
 
 _STATE_ORDER = {s: i for i, s in enumerate(VmState)}
 
@@ -132,6 +133,7 @@ class VmTableDrawing(ScrollView):
     _style_cache_focus: bool | None
     _rows_cache: dict[tuple[Any, ...], Strip]
     _content_width: dict[str, int]
+    _measured: ContentWidths
     sort_column: str
     sort_reverse: bool
     _order: list[str]
@@ -187,33 +189,16 @@ class VmTableDrawing(ScrollView):
 
     # ---- marks -------------------------------------------------------------------------
 
-    def _sort(self) -> None:
-        column = _BY_KEY[self.sort_column]
-        vms = self._vms
-        # Two stable passes: host/name first, so rows that tie on the chosen column keep a
-        # predictable order whichever way the column is sorted.
-        keys = sorted(vms, key=lambda k: (vms[k].host, vms[k].name, k))
-        if column.key != "host":
-            sort_key = column.sort_key
-            keys.sort(key=lambda k: sort_key(vms[k]), reverse=self.sort_reverse)
-        elif self.sort_reverse:
-            keys.sort(key=lambda k: vms[k].host, reverse=True)
-        self._order = keys
-        self._order_dirty = False
-        self._rows = None
-
-    def _measure_content(self) -> None:
-        """Widths of the columns sized by their content (over all rows, so a filter keystroke
-        does not make columns jump)."""
-        vms = self._vms.values()
-        self._content_width = {
-            "host": max((len(vm.host) for vm in vms), default=4),
-            "name": max((cell_len(vm.name) for vm in vms), default=4),
-            "ips": max((len(fmt.ips(vm)) for vm in vms if vm.ips), default=2),
-            "owner": max((len(vm.reservation.owner) for vm in vms if vm.reservation), default=1),
-            "note": max((len(fmt.note(vm)) for vm in vms if vm.reservation), default=0),
-        }
+    def _measure_content(self) -> bool:
+        """Widths of the columns sized by their content (kept over all rows as they change,
+        so a filter keystroke does not make columns jump); lays out again when they moved
+        (True)."""
+        widths = self._measured.widths()
+        if widths == self._content_width:
+            return False
+        self._content_width = widths
         self._layout()
+        return True
 
     def _layout(self) -> None:
         width = self.scrollable_content_region.width or self.size.width

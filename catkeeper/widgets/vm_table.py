@@ -9,7 +9,7 @@ across updates, filters and sorts, and keeps its place on screen.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -23,21 +23,21 @@ from textual.timer import Timer
 
 from catkeeper.model import VM, StopProgress
 from catkeeper.widgets import format as fmt
+from catkeeper.widgets.row_order import ContentWidths
 from catkeeper.widgets.vm_columns import (
-    _BY_KEY,
     COLUMN_KEYS,
     COLUMNS,
     Column,
     RowFilter,
-    VmTableDrawing,
     _names,
     _ShowAll,
 )
+from catkeeper.widgets.vm_rows import VmRows
 
 __all__ = ["COLUMNS", "COLUMN_KEYS", "Column", "RowFilter", "VmTable"]
 
 
-class VmTable(VmTableDrawing, can_focus=True):
+class VmTable(VmRows, can_focus=True):
     """Keyboard: arrows/j/k move, space marks, enter opens, 1-9 sort by that column."""
 
     DEFAULT_CSS = """
@@ -128,6 +128,7 @@ class VmTable(VmTableDrawing, can_focus=True):
         self._style_cache_focus: bool | None = None
         self._rows_cache: dict[tuple[Any, ...], Strip] = {}
         self._content_width: dict[str, int] = {}
+        self._measured = ContentWidths()
         self._last_reported: tuple[str | None, VM | None] = (None, None)
 
     # ---- reading ---------------------------------------------------------------------
@@ -175,59 +176,6 @@ class VmTable(VmTableDrawing, can_focus=True):
     @property
     def current_filter(self) -> RowFilter:
         return self._filter
-
-    # ---- changing the data ------------------------------------------------------------
-
-    def apply(self, upserts: Mapping[str, VM], removed: Iterable[str] = ()) -> None:
-        """Add, change or drop rows. Re-sorts/re-filters only when a row's place may move."""
-        column = _BY_KEY[self.sort_column]
-        reorder = False
-        refilter = False
-        now = self._clock()
-        for key in removed:
-            if self._vms.pop(key, None) is not None:
-                self._hay.pop(key, None)
-                self._marked.discard(key)
-                self._progress.pop(key, None)
-                reorder = True
-        for key, vm in upserts.items():
-            old = self._vms.get(key)
-            self._vms[key] = vm
-            hay = self._haystack(vm)
-            self._hay[key] = hay
-            if old is None:
-                reorder = True
-                continue
-            if column.sort_key(old) != column.sort_key(vm) or old.host != vm.host:
-                reorder = True
-            if not refilter and not self._filter.is_empty:
-                before = key in self._pos
-                refilter = before != self._filter.matches(vm, now, hay=hay)
-        if upserts or reorder:
-            self._rows = None  # they hold the old VM objects
-        if reorder or refilter or upserts:
-            self._measure_content()
-        if reorder:
-            self._order_dirty = True
-        if reorder or refilter:
-            self._recompute()
-        else:
-            self.refresh()
-            self._report_cursor()
-
-    def set_filter(self, vm_filter: RowFilter) -> None:
-        self._filter = vm_filter
-        self._recompute()
-
-    def sort_by(self, column: str, reverse: bool | None = None) -> None:
-        """Sort by ``column``; the same column again flips the direction."""
-        if column not in _BY_KEY:
-            raise ValueError(f"no column {column!r} (columns: {', '.join(COLUMN_KEYS)})")
-        if reverse is None:
-            reverse = not self.sort_reverse if column == self.sort_column else False
-        self.sort_column, self.sort_reverse = column, reverse
-        self._order_dirty = True
-        self._recompute()
 
     def toggle_mark(self, key: str | None = None) -> None:
         key = key or self.cursor_key
@@ -299,40 +247,6 @@ class VmTable(VmTableDrawing, can_focus=True):
         if (key, vm) != self._last_reported:
             self._last_reported = (key, vm)
             self.post_message(self.CursorMoved(vm))
-
-    # ---- recomputing ------------------------------------------------------------------
-
-    def _recompute(self) -> None:
-        old_row, old_top = self._cursor, round(self.scroll_y)
-        if self._order_dirty:
-            self._sort()
-        f = self._filter
-        if f.is_empty:
-            shown = list(self._order)
-        else:
-            if self._rows is None:
-                vms, hay = self._vms, self._hay
-                self._rows = [(k, vms[k], hay[k]) for k in self._order]
-            shown = f.select(self._rows, self._clock())
-        self._shown = shown
-        self._pos = {k: i for i, k in enumerate(shown)}
-        self.virtual_size = Size(self.size.width, len(shown) + 1)
-        key = self._cursor_key if self._cursor_chosen else None
-        row = self._pos.get(key) if key is not None else None
-        if not self._cursor_chosen:
-            row = 0
-        elif row is None:
-            row = min(old_row, max(0, len(shown) - 1))
-        self._cursor = row
-        self._cursor_key = shown[row] if shown else None
-        # Keep the cursor where it was on screen, so updates do not make the table jump.
-        offset = old_row - old_top
-        target = max(0, row - offset)
-        if target != old_top:
-            self.scroll_to(y=target, animate=False, immediate=True)
-        self._scroll_to_cursor()
-        self.refresh()
-        self._report_cursor()
 
     def on_resize(self, _event: events.Resize) -> None:
         self._layout()

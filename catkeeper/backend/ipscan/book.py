@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -88,6 +89,8 @@ class IpBook:
         # MACs whose addresses changed since take_dirty(): only their VMs need redecorating,
         # which at 10,000 VMs is the difference between milliseconds and seconds of UI stall.
         self._dirty: set[str] = set()
+        # No sighting is older than this (a lower bound), so most prunes need not look.
+        self._oldest = math.inf
 
     # ---- feeding ---------------------------------------------------------------------
 
@@ -110,6 +113,7 @@ class IpBook:
                 s = dataclasses.replace(s, prefix=old.prefix)
             if old != s:
                 who[(s.source, host)] = s
+                self._oldest = min(self._oldest, s.seen_at)
                 self._dirty.add(mac)
                 changed = True
         if changed:
@@ -143,13 +147,19 @@ class IpBook:
             )
         newest = dict((ip, mac) for mac, ip in fresh) if result.source in SEGMENT_SOURCES else {}
         if newest:
+            # Only MACs seen at one of these addresses: a set test per MAC, not a call per
+            # sighting (a sweep's answer used to walk every sighting of 10,000 VMs).
+            holders = [
+                m for m, by_ip in self._by_mac.items() if not by_ip.keys().isdisjoint(newest)
+            ]
             changed |= self._retract(
                 lambda m, ip, who, s: (
                     who == mine
                     and ip in newest
                     and m != newest[ip]
                     and s.seen_at < result.started_at
-                )
+                ),
+                macs=holders,
             )
         changed |= self.add(result.sightings, result.host)
         return changed
@@ -184,7 +194,19 @@ class IpBook:
     def prune(self, now: float | None = None) -> bool:
         """Forget sightings older than ``max_age``; True if any went."""
         limit = (self._clock() if now is None else now) - self.max_age
-        return self._retract(lambda _m, _ip, _who, s: s.seen_at < limit)
+        if self._oldest >= limit:  # nothing that old: no walk over every sighting
+            return False
+        changed = self._retract(lambda _m, _ip, _who, s: s.seen_at < limit)
+        self._oldest = min(
+            (
+                s.seen_at
+                for by_ip in self._by_mac.values()
+                for who in by_ip.values()
+                for s in who.values()
+            ),
+            default=math.inf,
+        )
+        return changed
 
     def take_dirty(self) -> set[str]:
         """The MACs whose addresses changed since the last call (and forget them)."""

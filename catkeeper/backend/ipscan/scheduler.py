@@ -35,7 +35,6 @@ from catkeeper.backend.ipscan.host_sources import (
     SshResolver,
     default_ssh_for,
     host_is_local,
-    thread_sweeper,
 )
 from catkeeper.backend.ipscan.libvirt_source import libvirt_sightings
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
@@ -48,6 +47,7 @@ from catkeeper.backend.ipscan.scan_report import (
     Progress,
     ScanProgress,
 )
+from catkeeper.backend.ipscan.sweep_process import SweepProcess
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)
@@ -68,13 +68,16 @@ class IpScanner(HostSources):
         libvirt_concurrency: int | None = None,
         subnets: Sequence[str] | None = None,
         ssh_for: SshResolver = default_ssh_for,
-        local_sweeper: LocalSweeper = thread_sweeper,
+        local_sweeper: LocalSweeper | None = None,
         progress: Progress | None = None,
     ) -> None:
         """``libvirt_interval``/``sweep_interval``: seconds between background scans per
         host, 0 for never. ``subnets`` overrides every host's configured subnets.
         ``libvirt_concurrency``: per-VM calls in flight per host; None: the config's
-        ``ipscan.per_vm_calls``, whose 0 means the host's worker threads less one."""
+        ``ipscan.per_vm_calls``, whose 0 means the host's worker threads less one.
+        ``local_sweeper``: None sweeps from this machine in a child process (scapy stays
+        out of this one, see sweep_process.py)."""
+        self._sweeps = SweepProcess()
         super().__init__(
             fleet,
             sweep_options=sweep_options,
@@ -82,7 +85,7 @@ class IpScanner(HostSources):
             libvirt_concurrency=libvirt_concurrency,
             subnets=subnets,
             ssh_for=ssh_for,
-            local_sweeper=local_sweeper,
+            local_sweeper=local_sweeper or self._sweeps.sweep,
             progress=progress,
         )
         self.book = book if book is not None else IpBook()
@@ -147,6 +150,7 @@ class IpScanner(HostSources):
         if self._redecorate_handle is not None:
             self._redecorate_handle.cancel()
             self._redecorate_handle = None
+        await self._sweeps.aclose()
 
     async def _every(self, host: str, interval: float, kind: str) -> None:
         session = self.fleet.session(host)
