@@ -1235,14 +1235,20 @@ class Soak:
         out: list[tuple[str, str, float, float, float | None, str]] = []
         last_t = self.rows[-1].t if self.rows else 0.0
         starts: dict[str, float] = {}
+        faulty: set[str] = set()  # hosts inside their own fault window
         for e in self.events:
             if e.what == "fault-start":
                 starts[e.host] = e.t
+                faulty.add(e.host)
             if e.what != "fault-end":
                 continue
+            faulty.discard(e.host)
             hosts = [s.name for s in self.specs] + ["churn"] if e.host == "*" else [e.host]
             began = starts.get(e.host, e.t)
             for host in hosts:
+                if e.host == "*" and host in faulty:
+                    continue  # still in its own fault: judged when that one ends
+
                 kind = next((s.kind for s in self.specs if s.name == host), "restart")
                 if e.host == "*":
                     kind = "libvirtd-restart"
