@@ -426,10 +426,39 @@ def first_mac(node: Path) -> str | None:
     return m.group(1) if m else None
 
 
+def checkpoint(minutes: float) -> tuple[float, float]:
+    """Busy-relative seconds with no fault anywhere, ending just after the reference sample
+    (minute 5 of 30): resources there and at the end are compared like for like, every host
+    up. Long enough before it for the slowest backoff (64 s) to reconnect."""
+    ref = minutes * 60 / 6
+    return (ref - 75.0, ref + 10.0)
+
+
 def fault_windows(
+    kind: str,
+    index: int,
+    n_faulted: int,
+    busy: float,
+    length: float,
+    quiet: tuple[float, float] | None = None,
+) -> list[tuple[float, float]]:
+    """Busy-relative (start, end) windows: staggered over hosts, repeating every period,
+    cut short (or left out) where they would reach into the ``quiet`` checkpoint."""
+    windows = _fault_windows(kind, index, n_faulted, busy, length)
+    if quiet is None:
+        return windows
+    out = []
+    for start, end in windows:
+        if end < quiet[0] or start > quiet[1]:
+            out.append((start, end))
+        elif start < quiet[0] - 10 and kind not in ("flap", "ssh-reset"):
+            out.append((start, quiet[0]))
+    return out
+
+
+def _fault_windows(
     kind: str, index: int, n_faulted: int, busy: float, length: float
 ) -> list[tuple[float, float]]:
-    """Busy-relative (start, end) windows: staggered over hosts, repeating every period."""
     if kind in ("healthy", "ssh"):
         return []
     if kind == "flap":
@@ -804,7 +833,10 @@ class Soak:
                 spec.unix_relay.start()
                 spec.uri = f"test+unix://{node}?socket={path}"
             n = faulted.index(i) if i in faulted else 0
-            spec.windows = fault_windows(kind, n, len(faulted), busy, o.fault_s)
+            quiet = checkpoint(o.minutes)
+            spec.windows = fault_windows(
+                kind, n, len(faulted), busy, o.fault_s, quiet if quiet[0] > 0 else None
+            )
             self.specs.append(spec)
         known_hosts.write_text("".join(kh_lines))
         # The churn host: the shared /default test instance (see the module docstring).
@@ -1338,6 +1370,9 @@ class Soak:
             peak = max((getattr(r, attr) or 0) for r in rows)
             line(f"{label} at {ref_t / 60:.1f} min → end: within +{slack}",
                  f"{a:.0f} → {b:.0f} (peak {peak})", b <= a + slack)  # fmt: skip
+        up_ref, up_end = self.at(ref_t, "hosts_up", window=1.0), self.at(end_t - 5, "hosts_up")
+        add(f"  hosts up at {ref_t / 60:.1f} min: {up_ref}; at the end: {up_end} "
+            "(no fault in the minute before the reference sample: like for like)")  # fmt: skip
         if self.load_s is not None:
             kinds = ("threads", "fds", "sockets")
             base = {a: self.at(self.load_s + 2, a, window=1.5) for a in kinds}
