@@ -1004,6 +1004,9 @@ class Soak:
             time.sleep(0.001)
         self.key_misses += 1
         self.event("-", "key-miss", f"{key!r} → {text!r} not on screen in {KEY_TIMEOUT:g} s")
+        if self.key_misses <= 3:  # what was on screen instead, to tell why
+            shot = self.out / f"key-miss-{self.key_misses}.txt"
+            shot.write_text("\n".join(self.tmux.capture()) + "\n")
         if self.key_misses % 3 == 0:  # something took the focus: reopen the bar, start over
             self.tmux.send("Escape")
             time.sleep(0.2)

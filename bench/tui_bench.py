@@ -119,6 +119,21 @@ async def _run(config: Config, total: int, size: tuple[int, int]) -> None:
             _stats(f"one VM changed (filter {text!r}, sort {column})", updates)
         table.set_filter(parse_filter("", me="bench"))
 
+        # A host drops, then comes back: its 500 rows marked stale, then fresh again.
+        host = next(iter(config.hosts)).name
+        keys = [k for k in table.shown_keys if k.startswith(f"{host}/")]
+        flips: list[float] = []
+        for stale in (True, False, True, False):
+            batch = {}
+            for key in keys:
+                vm = table.vm(key)
+                assert vm is not None
+                batch[key] = dataclasses.replace(vm, stale=stale)
+            t0 = time.perf_counter()
+            table.apply(batch)
+            flips.append(time.perf_counter() - t0)
+        _stats(f"a host's {len(keys)} rows marked stale / fresh", flips)
+
         sorts: list[float] = []
         for column in ("name", "state", "memory", "host"):
             t0 = time.perf_counter()

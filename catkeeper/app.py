@@ -90,6 +90,7 @@ class CatkeeperApp(App[int]):
         self.me = me or current_user(config)
         self.store = FleetStore(self.fleet.hosts())
         self._unsubscribe: Callable[[], None] | None = None
+        self._disk_times: asyncio.Task[None] | None = None
         self.consoles = Consoles(config.viewer)
         ips = config.ipscan
         self.ipscan = IpScanner(
@@ -145,7 +146,10 @@ class CatkeeperApp(App[int]):
         # Before the fleet starts, so the first inventory already carries what is known.
         self.ipscan.start()
         await self.fleet.start()  # here, so backend events arrive on this app's loop
-        self.start(self.staleness.disks.run(30, self.fleet.wait_settled), name="disk times")
+        # A loop for the app's life, not a worker: workers are what a person started.
+        self._disk_times = asyncio.create_task(
+            self.staleness.disks.run(30, self.fleet.wait_settled), name="disk times"
+        )
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every host has answered once and the events are on screen (for tests)."""
@@ -166,6 +170,8 @@ class CatkeeperApp(App[int]):
             self._unsubscribe()
             self._unsubscribe = None
         self.events.close()
+        if self._disk_times is not None:
+            self._disk_times.cancel()
         self.lifecycle.cancel_all()
         self.workers.cancel_group(self, "installs")
         # Viewers and tunnels first (they ride on the hosts' ssh connections), then scans.

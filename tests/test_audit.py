@@ -306,3 +306,36 @@ async def test_an_unwritable_local_log_is_a_warning_not_a_failure(
     await actions.start(fleet, vm)
     assert len(warnings) == 1 and "local audit log" in warnings[0]
     assert [e.action for e in await _ring(fleet, vm)] == ["start"]  # the host still has it
+
+
+def _domain_xml(entries: list[ring.Entry], vcpus: int = 1) -> str:
+    """A domain XML with the ring written the way libvirt writes it back."""
+    p = ring.PREFIX
+    inner = "".join(
+        f"<{p}:entry when='{ring.format_time(e.when)}' who='{e.who}' action='{e.action}'/>"
+        for e in entries
+    )
+    return (
+        f"<domain type='kvm'>\n  <name>a</name>\n  <vcpu placement='static'>{vcpus}</vcpu>\n"
+        f"  <metadata>\n    <{p}:audit xmlns:{p}='{ring.NAMESPACE}'>{inner}</{p}:audit>\n"
+        "  </metadata>\n</domain>\n"
+    )
+
+
+def test_an_edit_keeps_the_entries_recorded_while_it_was_open() -> None:
+    first = ring.entry(1000.0, "alice", "start")
+    later = ring.entry(2000.0, "bob", "shutdown")
+    base = _domain_xml([first])
+    current = _domain_xml([first, later])
+    edited = base.replace(">1</vcpu>", ">2</vcpu>")
+    assert ring.without_ring(base) == ring.without_ring(current)  # only the ring differs
+    assert ring.without_ring(edited) != ring.without_ring(current)
+    kept = ring.keeping_ring(edited, base, current)
+    assert ring.ring_of(kept) == ring.ring_of(current)
+    assert ring.without_ring(kept) == ring.without_ring(edited)
+    # The user edited the ring itself: theirs stands.
+    theirs = edited.replace("alice", "mallory")
+    assert ring.keeping_ring(theirs, base, current) == theirs
+    # No ring yet on either side: nothing to keep.
+    plain = "<domain><name>a</name></domain>"
+    assert ring.keeping_ring(plain, plain, plain) == plain

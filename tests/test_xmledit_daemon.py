@@ -6,6 +6,7 @@ from __future__ import annotations
 import libvirt
 import pytest
 
+from catkeeper.backend import audit
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import metadata
 from catkeeper.backend.vm import xmledit
@@ -63,9 +64,31 @@ async def test_valid_edit_applies_and_the_diff_shows_it(fleet: Fleet, lab: Lab) 
 
     applied = await xmledit.apply_xml(fleet, vm, edited, base=original)
     assert applied.changed and not applied.running
-    assert applied.after == inactive_xml(dom) == edited
+    assert applied.after == edited
+    # After it the edit was recorded in the audit ring; nothing else changed.
+    assert audit.without_ring(inactive_xml(dom)) == audit.without_ring(edited)
+    assert [e.action for e in await audit.read(fleet, vm)][:1] == ["edit-xml"]
     assert dom.info()[3] == 2
     assert fleet.session(HOST).vms[vm.uuid].vcpus == 2
+
+
+async def test_a_change_recorded_while_editing_is_kept_not_a_refusal(
+    fleet: Fleet, lab: Lab
+) -> None:
+    """Someone's action recorded in the audit ring after the editor opened (every start or
+    reservation write adds an entry) does not refuse the edit, and stays in the ring."""
+    dom = lab.domain(memory_mib=64)
+    vm = await vm_of(fleet, dom)
+    original = await xmledit.get_xml(fleet, vm)
+    await audit.record(fleet, vm, "start", "by someone else, meanwhile")
+    edited = original.replace(
+        "<vcpu placement='static'>1</vcpu>", "<vcpu placement='static'>2</vcpu>"
+    )
+    applied = await xmledit.apply_xml(fleet, vm, edited, base=original)
+    assert applied.changed and dom.info()[3] == 2
+    actions = [(e.action, e.detail) for e in await audit.read(fleet, vm)]
+    assert actions[1] == ("start", "by someone else, meanwhile")
+    assert actions[0][0] == "edit-xml"
 
 
 async def test_name_uuid_and_reservation_are_not_edited_here(fleet: Fleet, lab: Lab) -> None:

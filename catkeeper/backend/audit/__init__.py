@@ -21,7 +21,16 @@ Modules: ``ring`` (the XML and the entry, pure), ``store`` (the writes and reads
 from __future__ import annotations
 
 from catkeeper.backend.audit.hooks import audited, reservation_written, xml_detail
-from catkeeper.backend.audit.ring import LIMIT, NAMESPACE, PREFIX, Entry, newest_first, when_text
+from catkeeper.backend.audit.ring import (
+    LIMIT,
+    NAMESPACE,
+    PREFIX,
+    Entry,
+    keeping_ring,
+    newest_first,
+    when_text,
+    without_ring,
+)
 from catkeeper.backend.audit.store import (
     history_before,
     log_path,
@@ -39,6 +48,7 @@ __all__ = [
     "Entry",
     "audited",
     "history_before",
+    "keeping_ring",
     "log_path",
     "newest_first",
     "on_recorded",
@@ -48,5 +58,6 @@ __all__ = [
     "reservation_written",
     "watch",
     "when_text",
+    "without_ring",
     "xml_detail",
 ]

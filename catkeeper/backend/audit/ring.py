@@ -15,6 +15,7 @@ form as the reservation's. Pure: no libvirt here, so the format is tested on its
 
 from __future__ import annotations
 
+import re
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
@@ -132,3 +133,33 @@ def when_text(ts: float, now: float) -> str:
     if day == time.localtime(now)[:3]:
         return time.strftime("%H:%M:%S", time.localtime(ts))
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
+
+
+# The ring as libvirt writes it into a domain's XML (any prefix, our namespace).
+_RING = re.compile(
+    r"<(?P<p>[\w.-]+):audit xmlns:(?P=p)=(?P<q>['\"])" + re.escape(NAMESPACE) + r"(?P=q)>"
+    r".*?</(?P=p):audit>",
+    re.S,
+)
+
+
+def ring_of(xml: str) -> str | None:
+    """The ring's element in a domain's XML, as written there; None without one."""
+    found = _RING.search(xml)
+    return found.group(0) if found else None
+
+
+def without_ring(xml: str) -> str:
+    """A domain's XML with the ring taken out: what an XML edit compares, so that a change
+    recorded meanwhile (anyone starting the VM) does not refuse the edit."""
+    return _RING.sub("", xml)
+
+
+def keeping_ring(edited: str, base: str, current: str) -> str:
+    """``edited`` (made from ``base``) with the ring the host has now, so that defining it
+    does not drop entries recorded while the user was editing; unchanged when the user
+    edited the ring itself."""
+    old, new = ring_of(base), ring_of(current)
+    if old is None or new is None or old == new or edited.count(old) != 1:
+        return edited
+    return edited.replace(old, new)

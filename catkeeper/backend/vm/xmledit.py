@@ -162,13 +162,18 @@ async def apply_xml(fleet: Fleet, vm: VM, edited: str, *, base: str) -> Applied:
     def apply(conn: libvirt.virConnect) -> Applied:
         dom = conn.lookupByUUIDString(vm.uuid)
         before = str(dom.XMLDesc(XML_INACTIVE_SECURE))
+        to_define = xml
         if before != base:
-            raise Refused(
-                "its definition changed since you opened it (someone else edited it?): "
-                "open it again to edit the new definition"
-            )
+            # Entries added to the audit ring meanwhile (someone started it, say) are no
+            # reason to refuse; they are kept. Any other change is.
+            if audit.without_ring(before) != audit.without_ring(base):
+                raise Refused(
+                    "its definition changed since you opened it (someone else edited it?): "
+                    "open it again to edit the new definition"
+                )
+            to_define = audit.keeping_ring(xml, base, before)
         try:
-            _define_validated(conn, xml)
+            _define_validated(conn, to_define)
         except libvirt.libvirtError:
             now = str(dom.XMLDesc(XML_INACTIVE_SECURE))
             if now != before:  # never seen; costs one call to be sure nothing was lost
