@@ -5,6 +5,7 @@ the detail screen's "Since" date. Test-driver fleets from ``tests/tui_support.py
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from catkeeper.screens.confirm import ConfirmScreen
 from catkeeper.screens.console_info import ConsoleInfoScreen
 from catkeeper.screens.create_form import CreateFormScreen
 from catkeeper.screens.delete_confirm import DeleteConfirmScreen
-from catkeeper.screens.detail import describe_vm
+from catkeeper.screens.detail import DetailScreen, describe_vm
 from catkeeper.screens.help import HelpScreen
 from catkeeper.screens.placement import PlacementScreen
 from catkeeper.screens.reservation import ReservationScreen
@@ -88,6 +89,9 @@ EFFECTS: dict[str, Effect] = {
     "snapshot": Effect("build-01", _colon("snapshot s1"), _toast("took snapshot s1")),
     "snapshots": Effect("build-01", ("ctrl+s",), _screen(SnapshotsScreen)),
     "place": Effect("build-01", _colon("place 1G 1"), _screen(PlacementScreen)),
+    "history": Effect("build-01", _colon("history"), _screen(DetailScreen)),
+    "view": Effect("build-01", _colon("view nosuch"), _toast("no view 'nosuch'")),
+    "save-view": Effect("build-01", _colon("save-view mine"), _toast("view mine saved to ")),
     "filter": Effect("build-01", _colon("filter web"), lambda a: names(a) and all(
         "web" in n for n in names(a)
     )),
@@ -120,7 +124,9 @@ async def test_each_entry_does_what_it_says(
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("VISUAL", "true")  # an editor that changes nothing
     effect = EFFECTS[name]
-    app = make_app(fleet_config(tmp_path), me="alice")
+    # Where :save-view writes (a config loaded from a file or the demo always has one).
+    config = dataclasses.replace(fleet_config(tmp_path), views_file=str(tmp_path / "views.yaml"))
+    app = make_app(config, me="alice")
     async with app.run_test(size=(160, 40)) as pilot:
         await app.wait_idle()
         assert app.fleet_screen.table.move_cursor_to(key_of(app, effect.vm))
