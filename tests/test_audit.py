@@ -15,7 +15,7 @@ from typing import Any
 import libvirt
 import pytest
 
-from catkeeper.backend import actions, audit, reservations
+from catkeeper.backend import actions, audit, metadata_time, reservations
 from catkeeper.backend.audit import ring
 from catkeeper.backend.audit.store import read_ring
 from catkeeper.backend.errors import ReadOnlyError
@@ -196,7 +196,7 @@ async def test_reservation_writes_record_beside_the_reservation(fleet: Fleet) ->
         ("release", "bob"),
         ("reserve", "alice"),
     ]
-    assert stored[0].detail == f"for bob, until {ring.format_time(until)}, 'bisecting'"
+    assert stored[0].detail == f"for bob, until {metadata_time.format_time(until)}, 'bisecting'"
     assert stored[1].detail == "was held by bob"
     # The reservation element is untouched by the ring's writes, and the other way round.
     xml = await _on_host(
@@ -312,7 +312,7 @@ def _domain_xml(entries: list[ring.Entry], vcpus: int = 1) -> str:
     """A domain XML with the ring written the way libvirt writes it back."""
     p = ring.PREFIX
     inner = "".join(
-        f"<{p}:entry when='{ring.format_time(e.when)}' who='{e.who}' action='{e.action}'/>"
+        f"<{p}:entry when='{metadata_time.format_time(e.when)}' who='{e.who}' action='{e.action}'/>"
         for e in entries
     )
     return (

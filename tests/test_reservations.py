@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import libvirt
 import pytest
 
-from catkeeper.backend import reservations
+from catkeeper.backend import metadata_time, reservations
 from catkeeper.backend.errors import NotFound, ReadOnlyError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.reservations import (
@@ -193,7 +193,7 @@ def test_lock_slots_are_found_in_a_domain_xml() -> None:
     slot = LockSlot(token="ab12", by="alice", client="jump:42", at=NOW)
     xml = (
         f"<domain><metadata><catkeeper-lock:lock xmlns:catkeeper-lock='{rx.lock_uri('ab12')}' "
-        f"by='alice' client='jump:42' at='{rx.format_time(NOW)}'/>"
+        f"by='alice' client='jump:42' at='{metadata_time.format_time(NOW)}'/>"
         "<other:lock xmlns:other='urn:elsewhere'/></metadata></domain>"
     )
     assert rx.lock_slots(xml) == [slot]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from catkeeper.backend import metadata_time
 from catkeeper.backend.reservations import metadata as rx
 from tests.cli_support import Result, cli_env, imported_top_levels, run_catkeeper, write_config
 from tests.daemons import DomainFactory
@@ -81,7 +82,7 @@ def test_reservations_json_and_filter(lab: Path) -> None:
         "owner": "alice",
         "note": "bisecting kernel",
         "since": None,
-        "until": rx.parse_time(HELD_UNTIL),
+        "until": metadata_time.parse_time(HELD_UNTIL),
         "contact": None,
         "revision": 1,
         "expired": False,

@@ -13,8 +13,8 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from catkeeper.backend.audit.ring import format_time
 from catkeeper.backend.audit.store import record
+from catkeeper.backend.metadata_time import format_time
 from catkeeper.model import VM
 
 if TYPE_CHECKING:

@@ -20,8 +20,9 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+from catkeeper.backend.metadata_time import format_time, local_name, parse_time
 
 NAMESPACE = "https://catkeeper.dev/xmlns/audit/1"
 # Not "catkeeper": ET.register_namespace keeps one URI per prefix, and the reservation's
@@ -53,33 +54,11 @@ def entry(when: float, who: str, action: str, detail: str = "") -> Entry:
     return Entry(when=float(int(when)), who=who, action=action, detail=text)
 
 
-def format_time(ts: float) -> str:
-    # The reservation element's form; kept here too, because importing the reservations
-    # package from the audit would make a circle (its writes record entries here).
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
 def from_element(elem: ET.Element) -> list[Entry]:
     """Entries of an ``audit`` element, oldest first; unreadable entries are skipped."""
     out = []
     for child in elem:
-        if _local(child.tag) != "entry":
+        if local_name(child.tag) != "entry":
             continue
         when = parse_time(child.get("when"))
         action = child.get("action")
@@ -95,7 +74,7 @@ def from_string(xml: str) -> list[Entry] | None:
         elem = ET.fromstring(xml)
     except ET.ParseError:
         return None
-    return from_element(elem) if _local(elem.tag) == "audit" else None
+    return from_element(elem) if local_name(elem.tag) == "audit" else None
 
 
 def from_metadata(metadata: ET.Element) -> list[Entry]:

@@ -35,8 +35,8 @@ from __future__ import annotations
 import dataclasses
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from catkeeper.backend.metadata_time import format_time, local_name, parse_time
 from catkeeper.model import Reservation
 
 NAMESPACE = "https://catkeeper.dev/xmlns/reservation/1"
@@ -69,30 +69,10 @@ class LockSlot:
     at: float | None
 
 
-def format_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def _local(tag: str) -> str:
-    return tag.rpartition("}")[2]
-
-
 def _child(elem: ET.Element, name: str) -> ET.Element | None:
     # getMetadata hands back unqualified elements, the domain XML qualified ones: accept both.
     for child in elem:
-        if _local(child.tag) == name:
+        if local_name(child.tag) == name:
             return child
     return None
 
@@ -144,7 +124,7 @@ def record_from_string(xml: str) -> Record | None:
         elem = ET.fromstring(xml)
     except ET.ParseError:
         return None
-    return record_from_element(elem) if _local(elem.tag) == "reservation" else None
+    return record_from_element(elem) if local_name(elem.tag) == "reservation" else None
 
 
 def from_string(xml: str) -> Reservation | None:
