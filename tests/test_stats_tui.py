@@ -126,11 +126,16 @@ async def test_columns_appear_with_the_first_rates_and_show_the_latest() -> None
         assert app.fleet.session(first.host).stats.latest(first.uuid) == busiest
 
 
-def test_table_with_stats(snap_compare: Snap) -> None:
-    assert snap_compare(demo(), terminal_size=(160, 50), run_before=fed())
+SIZES = [(80, 24), (160, 50)]
 
 
-def test_detail_plots(snap_compare: Snap) -> None:
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_table_with_stats(snap_compare: Snap, size: tuple[int, int]) -> None:
+    assert snap_compare(demo(), terminal_size=size, run_before=fed())
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_detail_plots(snap_compare: Snap, size: tuple[int, int]) -> None:
     async def open_running(pilot: Pilot[Any]) -> None:
         await fed()(pilot)
         app = pilot.app
@@ -146,4 +151,4 @@ def test_detail_plots(snap_compare: Snap) -> None:
         await pilot.pause(0.2)
         assert app.screen.query_one(StatsPlots).display
 
-    assert snap_compare(demo(), terminal_size=(80, 24), run_before=open_running)
+    assert snap_compare(demo(), terminal_size=size, run_before=open_running)
