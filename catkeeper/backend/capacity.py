@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from catkeeper.backend.vm.create.spec import parse_size
-from catkeeper.model import VM, Host, HostState
+from catkeeper.model import VM, Host, HostState, memory_taken_kib
 
 KIB = 1024
 _REACHABLE = (HostState.UP, HostState.DEGRADED)
@@ -84,10 +84,6 @@ class Placement:
     misfits: tuple[Misfit, ...]  # in the fleet's host order
 
 
-def vm_memory_kib(vm: VM) -> int:
-    return max(vm.memory_kib, vm.max_memory_kib)
-
-
 def _ratio(part: int, whole: int | None) -> float | None:
     return round(part / whole, 2) if whole else None
 
@@ -98,7 +94,7 @@ def host_load(host: Host, vms: Iterable[VM]) -> HostLoad:
     for vm in vms:
         if vm.host != host.name:
             continue
-        taken = vm_memory_kib(vm)
+        taken = memory_taken_kib(vm)
         defined += 1
         vcpus_defined += vm.vcpus
         mem_defined += taken
