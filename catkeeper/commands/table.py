@@ -282,7 +282,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         name="sort",
         label="Sort by…",
-        help="Sort by host, name, state, vcpus, memory, ips, owner, until or note",
+        help="Sort by host, name, state, vcpus, memory, cpu (CPU%), net, ips, owner, until or note",
         group="Navigation",
         scope=Scope.UI,
         faces=frozenset({Face.COLON}),
