@@ -337,5 +337,14 @@ def test_an_edit_keeps_the_entries_recorded_while_it_was_open() -> None:
     theirs = edited.replace("alice", "mallory")
     assert ring.keeping_ring(theirs, base, current) == theirs
     # No ring yet on either side: nothing to keep.
-    plain = "<domain><name>a</name></domain>"
+    plain = (
+        "<domain type='kvm'>\n  <name>a</name>\n  <vcpu placement='static'>1</vcpu>\n</domain>\n"
+    )
     assert ring.keeping_ring(plain, plain, plain) == plain
+    # The first entry came while the editor was open: libvirt added <metadata> for it.
+    first_ring = _domain_xml([later])
+    assert ring.without_ring(first_ring) == ring.without_ring(plain)
+    grown = plain.replace(">1</vcpu>", ">2</vcpu>")
+    kept = ring.keeping_ring(grown, plain, first_ring)
+    assert ring.ring_of(kept) == ring.ring_of(first_ring)
+    assert ring.without_ring(kept) == grown

@@ -129,9 +129,13 @@ def ring_of(xml: str) -> str | None:
 
 
 def without_ring(xml: str) -> str:
-    """A domain's XML with the ring taken out: what an XML edit compares, so that a change
-    recorded meanwhile (anyone starting the VM) does not refuse the edit."""
-    return _RING.sub("", xml)
+    """A domain's XML with the ring taken out (and a ``<metadata>`` it leaves empty): what
+    an XML edit compares, so that a change recorded meanwhile (anyone starting the VM) does
+    not refuse the edit."""
+    return _EMPTY_METADATA.sub("", _RING.sub("", xml))
+
+
+_EMPTY_METADATA = re.compile(r"\n?[ \t]*<metadata>\s*</metadata>")
 
 
 def keeping_ring(edited: str, base: str, current: str) -> str:
@@ -139,6 +143,17 @@ def keeping_ring(edited: str, base: str, current: str) -> str:
     does not drop entries recorded while the user was editing; unchanged when the user
     edited the ring itself."""
     old, new = ring_of(base), ring_of(current)
-    if old is None or new is None or old == new or edited.count(old) != 1:
+    if new is None or old == new:
         return edited
-    return edited.replace(old, new)
+    if old is not None:
+        return edited.replace(old, new) if edited.count(old) == 1 else edited
+    if ring_of(edited) is not None:  # the user wrote one: theirs stands
+        return edited
+    if "<metadata>" in edited:
+        return edited.replace("<metadata>", f"<metadata>\n    {new}", 1)
+    if "<metadata/>" in edited:
+        return edited.replace("<metadata/>", f"<metadata>\n    {new}\n  </metadata>", 1)
+    head, end, tail = edited.rpartition("</domain>")
+    if not end:
+        return edited
+    return f"{head}  <metadata>\n    {new}\n  </metadata>\n{end}{tail}"
