@@ -144,6 +144,7 @@ class Tmux:
         self.width, self.height = width, height
         self.ctl: subprocess.Popen[bytes] | None = None
         self._buf = b""
+        self._serial = 0
 
     def start(self, command: str) -> None:
         subprocess.run(
@@ -161,11 +162,19 @@ class Tmux:
         )
         # Attaching answers with a block of its own: send a token and read up to its answer,
         # from then on every command's answer is the next block.
-        token = f"sync-{os.getpid()}"
+        self.sync()
+        self._write("refresh-client -f no-output")  # no %output stream: we only capture
+        # tmux 3.3 sometimes answers around the attach with one more empty block: sync again,
+        # or every later answer would be the one before it.
+        self.sync()
+
+    def sync(self) -> None:
+        """Read answers up to the one for a fresh token: the next command's answer is its own."""
+        self._serial += 1
+        token = f"sync-{os.getpid()}-{self._serial}"
         self._write(f"display -p {token}")
         while token not in "".join(self._block()):
             pass
-        self.cmd("refresh-client -f no-output")  # no %output stream: we only capture
 
     def _write(self, line: str) -> None:
         assert self.ctl is not None and self.ctl.stdin is not None
@@ -208,7 +217,11 @@ class Tmux:
         self.cmd(f"send-keys -t soak {'-l ' if literal else ''}{shlex.quote(key)}")
 
     def pane_pid(self) -> int:
-        return int(self.cmd("display -p -t soak '#{pane_pid}'")[0])
+        self._write("display -p -t soak 'pane-pid=#{pane_pid}'")
+        while True:
+            for text in self._block():
+                if text.startswith("pane-pid="):
+                    return int(text.removeprefix("pane-pid="))
 
     def kill(self) -> None:
         if self.ctl is not None:

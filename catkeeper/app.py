@@ -32,6 +32,7 @@ from catkeeper.backend.ipscan.scheduler import IpScanner
 from catkeeper.backend.stale import Staleness
 from catkeeper.backend.stats import FleetStats
 from catkeeper.config import Config, current_user
+from catkeeper.heap import FULL_EVERY_S, FrozenHeap
 from catkeeper.model import VM, StopProgress
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.error import ErrorScreen
@@ -79,8 +80,10 @@ class CatkeeperApp(App[int]):
         monotonic: fmt.Clock = time.monotonic,
         latency_format: fmt.LatencyFormat = fmt.latency,
         me: str | None = None,
+        heap: FrozenHeap | None = None,
     ) -> None:
         super().__init__()
+        self.heap = heap  # the real run's collector policy (catkeeper/heap.py); tests: None
         self.config = config
         self.fleet = fleet or Fleet(config, readonly=readonly, only=only, clock=clock)
         self.readonly = readonly or config.readonly or self.fleet.readonly
@@ -91,6 +94,7 @@ class CatkeeperApp(App[int]):
         self.store = FleetStore(self.fleet.hosts())
         self._unsubscribe: Callable[[], None] | None = None
         self._disk_times: asyncio.Task[None] | None = None
+        self._heap_task: asyncio.Task[None] | None = None
         self.consoles = Consoles(config.viewer)
         ips = config.ipscan
         self.ipscan = IpScanner(
@@ -150,6 +154,17 @@ class CatkeeperApp(App[int]):
         self._disk_times = asyncio.create_task(
             self.staleness.disks.run(30, self.fleet.wait_settled), name="disk times"
         )
+        if self.heap is not None:
+            self._heap_task = asyncio.create_task(self._keep_heap(self.heap), name="heap")
+
+    async def _keep_heap(self, heap: FrozenHeap) -> None:
+        """Once every host has answered, freeze the fleet out of the collector's passes."""
+        await self.fleet.wait_settled(None)
+        heap.start()
+        while True:
+            await asyncio.sleep(FULL_EVERY_S)
+            took = heap.full_collect()
+            log.debug("full collection: %.0f ms, %d passes since", took, heap.full_passes)
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every host has answered once and the events are on screen (for tests)."""
@@ -172,6 +187,10 @@ class CatkeeperApp(App[int]):
         self.events.close()
         if self._disk_times is not None:
             self._disk_times.cancel()
+        if self._heap_task is not None:
+            self._heap_task.cancel()
+        if self.heap is not None:
+            self.heap.stop()
         self.lifecycle.cancel_all()
         self.workers.cancel_group(self, "installs")
         # Viewers and tunnels first (they ride on the hosts' ssh connections), then scans.
@@ -290,7 +309,7 @@ def run_app(
     except UnknownHost as exc:
         print(f"catkeeper: {exc}", file=sys.stderr)
         return 2
-    app = CatkeeperApp(config, readonly=readonly, fleet=fleet)
+    app = CatkeeperApp(config, readonly=readonly, fleet=fleet, heap=FrozenHeap())
     app.views.pending = view
     code = app.run()
     return code if isinstance(code, int) else (app.return_code or 0)

@@ -58,6 +58,17 @@ def test_no_ui_modules(module: str) -> None:
     assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
 
 
+def test_the_tui_leaves_heavy_occasional_modules_unloaded() -> None:
+    """What every open TUI holds: scapy (sweeps run in their own process) and pycdlib (only
+    creating a VM with cloud-init needs it; 2-5 MB resident) stay out until used."""
+    code = (
+        "import sys, catkeeper.app; "
+        "print(','.join(sorted(m for m in ('scapy', 'pycdlib') if m in sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"catkeeper.app imports {out.stdout.strip()}"
+
+
 def test_json_run_loads_no_ui_modules(tmp_path: Path) -> None:
     """``catkeeper --demo --json`` (the installed script) never imports textual or rich."""
     env = cli_env(tmp_path / "state", extra={"PYTHONPROFILEIMPORTTIME": "1"})

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from catkeeper.backend.reservations.metadata import from_metadata
 from catkeeper.model import VM, Disk, Graphics, Nic, Reservation, VmState
@@ -79,6 +80,17 @@ def _kib(elem: ET.Element | None) -> int:
     return int(_int(elem.text.strip()) * factor)
 
 
+@overload
+def _word(text: str) -> str: ...
+@overload
+def _word(text: str | None) -> str | None: ...
+def _word(text: str | None) -> str | None:
+    """One shared copy of a value many VMs repeat ("network", "virtio", "qcow2", "vda"):
+    at 10,000 VMs each parse kept ~15 small strings per VM (9.5 MB by tracemalloc), most
+    of them repeats."""
+    return sys.intern(text) if text is not None else None
+
+
 def _nics(devices: ET.Element) -> tuple[Nic, ...]:
     nics = []
     for iface in devices.findall("interface"):
@@ -94,10 +106,10 @@ def _nics(devices: ET.Element) -> tuple[Nic, ...]:
         nics.append(
             Nic(
                 mac=mac.get("address", "").lower(),
-                type=iface.get("type", ""),
-                source=src,
-                model=model.get("type") if model is not None else None,
-                target=target.get("dev") if target is not None else None,
+                type=_word(iface.get("type", "")),
+                source=_word(src),
+                model=_word(model.get("type")) if model is not None else None,
+                target=_word(target.get("dev")) if target is not None else None,
             )
         )
     return tuple(nics)
@@ -115,9 +127,9 @@ def _graphics(devices: ET.Element, secure: bool) -> tuple[Graphics, ...]:
         tls_port = _int(g.get("tlsPort"), -1)
         out.append(
             Graphics(
-                type=g.get("type", ""),
+                type=_word(g.get("type", "")),
                 port=port if port > 0 else None,
-                listen=listen,
+                listen=_word(listen),
                 autoport=g.get("autoport") == "yes",
                 # Only the secure XML carries passwd; without it presence is unknown.
                 has_password=("passwd" in g.attrib) if secure else None,
@@ -141,12 +153,12 @@ def _disks(devices: ET.Element) -> tuple[Disk, ...]:
                 src = f"{source.get('pool')}/{source.get('volume')}"
         out.append(
             Disk(
-                target=target.get("dev", "") if target is not None else "",
-                device=d.get("device", "disk"),
-                type=d.get("type", ""),
+                target=_word(target.get("dev", "")) if target is not None else "",
+                device=_word(d.get("device", "disk")),
+                type=_word(d.get("type", "")),
                 source=src,
-                bus=target.get("bus") if target is not None else None,
-                format=driver.get("type") if driver is not None else None,
+                bus=_word(target.get("bus")) if target is not None else None,
+                format=_word(driver.get("type")) if driver is not None else None,
             )
         )
     return tuple(out)

@@ -13,6 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import Input, Label
 
 Mode = Literal["filter", "command"]
@@ -27,7 +28,13 @@ class BarInput(Input):
     every widget 2-3 times (measured: ~950 strips per key). The bar's size never depends on
     its text (width 1fr, height 1), so the new size is stored without the layout pass; the
     scroll offsets read it directly, so a long filter still scrolls to the cursor.
+
+    The cursor does not blink: blinking repainted twice a second for as long as the bar stays
+    open (in the soak, most of what an idle screen repainted), and over ssh each blink is
+    bytes on the wire.
     """
+
+    cursor_blink = reactive(False, init=False)
 
     def _watch_value(self, value: str) -> None:
         self.set_reactive(Input.virtual_size, Size(self.content_width, 1))

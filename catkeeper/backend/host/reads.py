@@ -6,6 +6,7 @@ data, so that a warm refresh in which nothing changed costs the loop no per-VM w
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -97,7 +98,7 @@ def read_bulk(
     old = previous or {}
     groups = _STATS | STATS_GROUPS if sample is not None else _STATS
     for dom, record in conn.getAllDomainStats(groups, 0):
-        uuid = dom.UUIDString()
+        uuid = sys.intern(dom.UUIDString())  # one copy shared by every dict keyed on it
         stats[uuid] = record
         code = int(record.get("state.state", 0))
         states[uuid] = _state(code)
@@ -135,7 +136,7 @@ def read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | Bas
     flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
     out: dict[str, StaticInfo | BaseException] = {}
     for dom in domains:
-        uuid = dom.UUIDString()
+        uuid = sys.intern(dom.UUIDString())  # one copy shared by every dict keyed on it
         try:
             # The secure XML only tells whether a VNC password exists; parse_domain_xml
             # keeps nothing of the password itself.

@@ -22,7 +22,7 @@ from array import array
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple, Protocol
 
-from catkeeper.backend.stats.sample import Counters, Rates, counters, rates
+from catkeeper.backend.stats.sample import RUNNING, Counters, Rates, counters, has_figures, rates
 from catkeeper.model import VM
 
 RING = 30  # samples kept per VM: 5 minutes at the default 10 s
@@ -84,6 +84,12 @@ class HostStats:
         old_activity, activity = self._activity, {}
         busy = self.busy_cpu
         for uuid, record in records:
+            if not has_figures(record):
+                # Nothing to rate or draw (no ring: a running VM's ring of blanks cost
+                # 30 x 6 floats); a watch already begun survives a poll without figures.
+                if uuid in old_activity and record.get("state.state") == RUNNING:
+                    activity[uuid] = old_activity[uuid]
+                continue
             sample = counters(record, mono)
             new_last[uuid] = sample
             now = rates(sample, last.get(uuid), wall)

@@ -17,7 +17,6 @@ import io
 import re
 from collections.abc import Sequence
 
-import pycdlib
 import yaml
 
 VOLUME_ID = "cidata"
@@ -114,6 +113,8 @@ def meta_data(*, instance_id: str, hostname: str) -> str:
 
 def seed_iso(files: dict[str, str]) -> bytes:
     """An ISO9660 image labelled ``cidata`` with ``files`` (name → text) in its root."""
+    import pycdlib  # here, not at the top: 2-5 MB of every TUI's memory, for creating VMs
+
     iso = pycdlib.PyCdlib()
     iso.new(interchange_level=3, vol_ident=VOLUME_ID, joliet=3, rock_ridge="1.09")
     for index, (name, text) in enumerate(sorted(files.items())):
@@ -129,6 +130,8 @@ def seed_iso(files: dict[str, str]) -> bytes:
 
 def read_seed(image: bytes) -> dict[str, str]:
     """The files of a seed image by their Rock Ridge names (to check what a host holds)."""
+    import pycdlib
+
     iso = pycdlib.PyCdlib()
     iso.open_fp(io.BytesIO(image))
     try:

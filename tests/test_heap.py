@@ -1,0 +1,93 @@
+"""The collector policy of a long-running TUI (catkeeper/heap.py): what is alive when the
+fleet has loaded leaves the full passes, survivors of each full pass follow, and a periodic
+full collection still frees cycles that became garbage after being frozen."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from catkeeper.heap import FrozenHeap
+from tests.tui_support import fleet_config, make_app
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> tuple[_Node, weakref.ref[_Node]]:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return a, weakref.ref(b)
+
+
+@pytest.fixture
+def heap() -> Iterator[FrozenHeap]:
+    h = FrozenHeap()
+    try:
+        yield h
+    finally:
+        h.stop()
+        assert gc.get_freeze_count() == 0  # everything is the collector's again
+
+
+def test_start_freezes_and_full_passes_freeze_their_survivors(heap: FrozenHeap) -> None:
+    gc.collect()
+    heap.start()
+    frozen = gc.get_freeze_count()
+    assert frozen > 0
+    kept = [_Node() for _ in range(1000)]  # new, alive: not frozen yet
+    gc.collect()  # a full pass (the collector's own passes call back the same way)
+    assert heap.full_passes >= 1
+    assert gc.get_freeze_count() >= frozen + len(kept)
+    heap.stop()
+    assert gc.get_freeze_count() == 0 and heap._after_pass not in gc.callbacks
+
+
+def test_a_frozen_cycle_that_became_garbage_is_freed_by_the_full_collection(
+    heap: FrozenHeap,
+) -> None:
+    a, gone = _cycle()
+    heap.start()  # the cycle is alive now: frozen with everything else
+    del a
+    gc.collect()
+    assert gone() is not None  # a full pass does not look at frozen objects
+    took = heap.full_collect()
+    assert gone() is None  # the periodic full collection does
+    assert took >= 0 and heap.last_full_ms == took
+    assert gc.get_freeze_count() > 0 and heap._after_pass in gc.callbacks  # still on
+
+
+def test_garbage_made_before_a_full_pass_is_never_frozen(heap: FrozenHeap) -> None:
+    heap.start()
+    a, gone = _cycle()
+    del a
+    gc.collect()  # collects the cycle first, then freezes what survived
+    assert gone() is None
+
+
+async def test_the_app_freezes_once_the_fleet_has_loaded_and_gives_back_on_quit(
+    tmp_path: Path, heap: FrozenHeap
+) -> None:
+    app = make_app(fleet_config(tmp_path), heap=heap)
+    async with app.run_test() as pilot:
+        await app.wait_idle()
+        for _ in range(50):
+            if heap.on:
+                break
+            await pilot.pause(0.02)
+        assert heap.on and gc.get_freeze_count() > 0
+        await app.action_quit()
+    assert not heap.on and gc.get_freeze_count() == 0
+
+
+async def test_tests_and_embedders_get_no_collector_policy(tmp_path: Path) -> None:
+    app = make_app(fleet_config(tmp_path))  # no heap given: the process's gc is untouched
+    async with app.run_test():
+        await app.wait_idle()
+        assert app.heap is None and gc.get_freeze_count() == 0
