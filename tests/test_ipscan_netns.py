@@ -291,7 +291,7 @@ async def test_local_hosts_share_one_sweep(topo: Topology, tmp_path: Path) -> No
         argv = sweep_argv(host, subnets, options)
         return (await run_sweep_argv(topo.in_host(*argv), timeout=60)).results
 
-    scanner = IpScanner(fleet, local_sweeper=in_namespace, libvirt_interval=0)
+    scanner = IpScanner(fleet, local_sweeper=in_namespace, libvirt_interval=0, sweep_interval=600)
     scanner.attach()
     await fleet.start()
     try:
@@ -299,6 +299,14 @@ async def test_local_hosts_share_one_sweep(topo: Topology, tmp_path: Path) -> No
         a, b = await scanner.scan(libvirt=False)
         assert calls == 1
         assert {r.host for r in a.results} == {"a"} and {r.host for r in b.results} == {"b"}
+        # Background passes (no recheck) one after the other, within half the sweep
+        # interval: they take the sweep that just ended. A person's scan sweeps again.
+        for host in ("a", "b"):
+            scan = await scanner.scan_host(host, libvirt=False, sweep=True, recheck=False)
+            assert calls == 1 and {r.host for r in scan.results} == {host}
+            assert any(s.ip for r in scan.results for s in r.sightings)
+        await scanner.scan_host("b", libvirt=False, sweep=True)
+        assert calls == 2
         answering = topo.answering(ANSWERS, NO_ICMP)
         for host in ("a", "b"):
             for g in topo.guests:

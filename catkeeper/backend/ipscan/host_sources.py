@@ -83,8 +83,15 @@ class HostSources:
         ssh_for: SshResolver = default_ssh_for,
         local_sweeper: LocalSweeper = thread_sweeper,
         progress: Progress | None = None,
+        share_local_sweeps_s: float = 0.0,
     ) -> None:
         self.fleet = fleet
+        # Background passes of several local hosts (test:///…, qemu:///system) over the same
+        # subnets take a sweep of this machine that ended this recently instead of sending
+        # their own: one machine, one view (the soak's 14 local hosts swept one /24 14 times
+        # every interval).
+        self.share_local_sweeps_s = share_local_sweeps_s
+        self._recent: dict[tuple[str, ...], tuple[float, list[SourceResult]]] = {}
         # Sightings carry the fleet's clock, so their ages agree with the book's and the UI's.
         self.sweep_options = dataclasses.replace(sweep_options or SweepOptions(), clock=fleet.clock)
         self.host_timeout = host_timeout
@@ -201,12 +208,14 @@ class HostSources:
         take: Callable[[Sequence[SourceResult]], None],
         progress: Progress | None,
         calls: list[Call],
+        *,
+        reuse: bool = False,
     ) -> None:
         subnets = self.subnets_for(session)
         self._report(progress, ScanProgress(session.name, SWEEP, 0, 1, ", ".join(subnets)))
         t0 = time.perf_counter()
         results = await self._shared(
-            ("host", session.name), lambda: self._sweep_where(session, subnets)
+            ("host", session.name), lambda: self._sweep_where(session, subnets, reuse=reuse)
         )
         # One sweep is one command (remote) or one burst of packets (here), whatever the
         # number of subnets it reports on.
@@ -235,7 +244,7 @@ class HostSources:
         return await asyncio.shield(running)
 
     async def _sweep_where(
-        self, session: HostSession, subnets: Sequence[str]
+        self, session: HostSession, subnets: Sequence[str], *, reuse: bool = False
     ) -> list[SourceResult]:
         """Over the host's ssh connection when it has one, else here when it is this
         machine; a remote host without a connection gets an error result."""
@@ -273,9 +282,20 @@ class HostSources:
             return [SourceResult(session.name, NEIGH, "*", note=note, started_at=started)]
         if host_is_local(session.cfg):
             # Several local hosts (test:///…, qemu:///system) share one sweep of this machine.
-            results = await self._shared(
-                ("local", *subnets),
-                lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options),
-            )
+            key = ("local", *subnets)
+            recent = self._recent.get(key)
+            if (
+                reuse
+                and recent is not None
+                and time.monotonic() - recent[0] < self.share_local_sweeps_s
+            ):
+                results = recent[1]
+            else:
+                results = await self._shared(
+                    key,
+                    lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options),
+                )
+                if any(r.ok for r in results):  # a failed sweep is not passed on
+                    self._recent[key] = (time.monotonic(), results)
             return [dataclasses.replace(r, host=session.name) for r in results]
         return failed("no ssh connection to this host (give it ssh settings in the config)")

@@ -87,6 +87,7 @@ class IpScanner(HostSources):
             ssh_for=ssh_for,
             local_sweeper=local_sweeper or self._sweeps.sweep,
             progress=progress,
+            share_local_sweeps_s=sweep_interval / 2,
         )
         self.book = book if book is not None else IpBook()
         self.libvirt_interval = libvirt_interval
@@ -290,7 +291,7 @@ class IpScanner(HostSources):
                 known = None if recheck else self._known
                 jobs.append(self._passive_part(session, take, progress, errors, calls, known=known))
             if sweep:
-                jobs.append(self._sweep_part(session, take, progress, calls))
+                jobs.append(self._sweep_part(session, take, progress, calls, reuse=not recheck))
             await asyncio.gather(*jobs)
 
         try:
