@@ -182,6 +182,21 @@ def test_failed_source_changes_nothing_but_is_recorded() -> None:
     assert book.results[("h1", "agent", "uuid-1")].error == "QEMU guest agent is not configured"
 
 
+def test_a_vm_that_left_takes_its_per_vm_answers_with_it() -> None:
+    book = IpBook(clock=Clock())
+    for uuid, mac in (("uuid-1", MAC_A), ("uuid-2", MAC_B)):
+        for source in ("agent", "lease", "arp"):
+            book.apply(SourceResult("h1", source, uuid, error="no answer", macs=(mac,)))
+    book.apply(SourceResult("h1", "neigh", "*", sightings=(s(MAC_A, "10.0.0.5", "neigh", 999),)))
+    book.forget_vm("h1", "uuid-1")
+    book.forget_vm("h2", "uuid-2")  # another host's VM of that UUID: nothing of h1's goes
+    assert sorted(k for k in book.results if k[2] != "*") == [
+        ("h1", src, "uuid-2") for src in ("agent", "arp", "lease")
+    ]
+    assert ("h1", "neigh", "*") in book.results  # a host-wide answer is not the VM's
+    assert book.sightings_for(MAC_A)[0].ip == "10.0.0.5"  # its MAC's sightings age as usual
+
+
 def test_address_that_moved_to_another_mac_leaves_the_old_one() -> None:
     book = IpBook(clock=Clock(2000.0))
     book.apply(

@@ -69,6 +69,7 @@ class FleetStore:
                 gone = [k for k, vm in self.vms.items() if vm.host == event.host and k not in fresh]
                 for key in gone:
                     del self.vms[key]
+                    self.history.pop(key, None)
                     changes.upserts.pop(key, None)
                     changes.removed.add(key)
                 for key, vm in fresh.items():
@@ -85,6 +86,7 @@ class FleetStore:
                 self._record(key, event.vm, now)
             elif isinstance(event, VmRemoved):
                 key = row_key(event.host, event.uuid)
+                self.history.pop(key, None)  # a VM defined again is a new one
                 if self.vms.pop(key, None) is not None:
                     changes.upserts.pop(key, None)
                     changes.removed.add(key)

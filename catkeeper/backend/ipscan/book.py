@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from catkeeper.backend.ipscan.results import SourceResult, normalize_mac, usable_address
+from catkeeper.backend.ipscan.results import (
+    LIBVIRT_SOURCES,
+    SourceResult,
+    normalize_mac,
+    usable_address,
+)
 from catkeeper.model import VM, IpSighting
 from catkeeper.model import best_ip as best_ip  # moved to the model; kept importable here
 
@@ -190,6 +195,12 @@ class IpBook:
         if changed:
             self.revision += 1
         return changed
+
+    def forget_vm(self, host: str, uuid: str) -> None:
+        """A VM left its host: its per-VM answers go (its MACs' sightings age as usual).
+        Kept, they grew with every VM ever defined and undefined (the soak's churn)."""
+        for source in LIBVIRT_SOURCES:
+            self.results.pop((host, source, uuid), None)
 
     def prune(self, now: float | None = None) -> bool:
         """Forget sightings older than ``max_age``; True if any went."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import libvirt
 
-from catkeeper.backend.events import DomainEvent, FleetEvent
+from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.ipscan.book import IpBook, IpConflict
 from catkeeper.backend.ipscan.bulk import Call, macs_of
@@ -173,7 +173,11 @@ class IpScanner(HostSources):
     # ---- agent-lifecycle events ----------------------------------------------------------
 
     def on_fleet_event(self, event: FleetEvent) -> None:
-        """A guest agent that (re)connects is asked for its addresses at once."""
+        """A guest agent that (re)connects is asked for its addresses at once; a VM that
+        left its host takes its per-VM answers with it."""
+        if isinstance(event, VmRemoved):
+            self.book.forget_vm(event.host, event.uuid)
+            return
         if not (
             isinstance(event, DomainEvent)
             and event.event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE
