@@ -1024,6 +1024,7 @@ class Soak:
             self.tmux.send("Escape")
             time.sleep(0.2)
             self.tmux.send("/", literal=True)
+            time.sleep(0.5)
             self.key_script = key_script()
         return None
 
@@ -1111,6 +1112,7 @@ class Soak:
                 log(f"busy for {self.busy_seconds():.0f} s, tail {o.tail_s:.0f} s, "
                     f"idle {o.idle_s:.0f} s")  # fmt: skip
                 self.tmux.send("/", literal=True)
+                time.sleep(0.5)  # a key typed within ms of "/" reaches the table, not the bar
                 self.churn = Churn(
                     o.churn_rate, int(o.churn_rate * o.minutes * 60 * 1.2) + 10, o.seed
                 )
