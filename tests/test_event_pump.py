@@ -1,0 +1,58 @@
+"""Backend events → one FleetUpdated per batch (tui/events.py); a batch of more VMs than
+one slice is folded in over several turns of the loop, so keys get in between."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+from catkeeper.backend.events import InventoryLoaded, VmChanged
+from catkeeper.model import VM, VmState
+from catkeeper.screens.messages import FleetUpdated
+from catkeeper.screens.store import FleetStore
+from catkeeper.tui.events import VMS_PER_SLICE, EventPump
+
+
+def _vms(host: str, n: int) -> tuple[VM, ...]:
+    return tuple(
+        VM(
+            host=host,
+            name=f"vm{i}",
+            uuid=f"{host}-{i}",
+            state=VmState.RUNNING,
+            vcpus=1,
+            memory_kib=1024,
+            max_memory_kib=1024,
+            autostart=False,
+            persistent=True,
+        )
+        for i in range(n)
+    )
+
+
+async def test_a_reconnect_storm_is_folded_in_slices_with_the_loop_free_between() -> None:
+    loop = asyncio.get_running_loop()
+    store = FleetStore()
+    posted: list[FleetUpdated] = []
+    turns: list[int] = []  # how many slices were posted when a callback queued between ran
+
+    def call_later(fn: Callable[[], None]) -> None:
+        loop.call_soon(fn)
+
+    pump = EventPump(store, lambda: 1.0, call_later, posted.append)
+    hosts = [f"h{i:02d}" for i in range(21)]
+    for host in hosts:  # every host back at once, 500 VMs each
+        pump.on_event(InventoryLoaded(host, _vms(host, 500)))
+    stopped = dataclasses.replace(_vms("h00", 1)[0], state=VmState.SHUTOFF)
+    pump.on_event(VmChanged(stopped))  # and one change after them, kept in order
+    for _ in range(3):
+        loop.call_later(0.051, lambda: turns.append(len(posted)))  # "keys" queued meanwhile
+    while pump.busy:
+        await asyncio.sleep(0.01)
+    sizes = [len(u.changes.upserts) for u in posted]
+    assert sum(sizes) == 21 * 500 + 1 and len(store.vms) == 21 * 500
+    assert store.vms["h00/h00-0"].state is VmState.SHUTOFF
+    assert len(posted) > 1 and max(sizes) <= VMS_PER_SLICE
+    assert [u.serial for u in posted] == list(range(1, len(posted) + 1))
+    assert turns and min(turns) < len(posted)  # something else ran before the last slice
