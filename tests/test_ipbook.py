@@ -197,6 +197,23 @@ def test_a_vm_that_left_takes_its_per_vm_answers_with_it() -> None:
     assert book.sightings_for(MAC_A)[0].ip == "10.0.0.5"  # its MAC's sightings age as usual
 
 
+def test_an_address_seen_again_is_news_for_the_vms_at_most_every_five_minutes() -> None:
+    book = IpBook(clock=Clock(2000.0))
+    book.add([s(MAC_A, "10.0.0.5", "sweep-arp", 1000.0)])
+    assert book.take_dirty() == {MAC_A}
+    book.add([s(MAC_A, "10.0.0.5", "sweep-arp", 1060.0)])  # the next scan: same answer
+    assert book.take_dirty() == set()
+    assert book.sightings_for(MAC_A)[0].seen_at == 1060.0  # the book itself is current
+    book.add([s(MAC_A, "10.0.0.6", "sweep-arp", 1070.0)])  # a new address: news at once
+    assert book.take_dirty() == {MAC_A}
+    book.add([s(MAC_A, "10.0.0.6", "sweep-arp", 1369.0)])
+    assert book.take_dirty() == set()
+    book.add([s(MAC_A, "10.0.0.6", "sweep-arp", 1371.0)])  # five minutes after the news
+    assert book.take_dirty() == {MAC_A}
+    decorated = book.decorator()(vm("a", MAC_A))  # decorating reads the book: current
+    assert ("10.0.0.6", 1371.0) in [(i.ip, i.seen_at) for i in decorated.ips]
+
+
 def test_address_that_moved_to_another_mac_leaves_the_old_one() -> None:
     book = IpBook(clock=Clock(2000.0))
     book.apply(
