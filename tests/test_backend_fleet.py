@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import socket
 import threading
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from catkeeper.backend.events import FleetEvent, HostChanged, InventoryLoaded
+from catkeeper.backend.events import FleetEvent, HostChanged, InventoryLoaded, VmChanged
 from catkeeper.backend.fleet import Fleet, UnknownHost
 from catkeeper.config import Timing
 from catkeeper.demo.fleetgen import write_fleet
-from catkeeper.model import HostState, VmState
+from catkeeper.model import VM, HostState, VmState
 from tests.fleet_helpers import expected_from_node, fleet_config
 
 
@@ -214,5 +215,43 @@ async def test_find_by_ref(tmp_path: Path) -> None:
         assert fleet.find(vm.ref) == vm
         assert fleet.find(f"{vm.host}/{vm.uuid}") == vm
         assert fleet.find(vm.uuid) == vm
+    finally:
+        await fleet.aclose()
+
+
+async def test_new_addresses_redecorate_only_the_vms_with_those_macs(tmp_path: Path) -> None:
+    """``redecorate_macs``: the VMs owning a changed MAC are decorated again, no other VM is
+    even looked at, and a VM whose NIC no longer has that MAC is not touched."""
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=6, seed=11)
+    fleet = Fleet(fleet_config([("h", f"test://{node}")]))
+    events: list[FleetEvent] = []
+    fleet.subscribe(events.append)
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(10)
+        session = fleet.session("h")
+        with_nic = [vm for vm in session.vms.values() if vm.nics]
+        assert len(with_nic) >= 2
+        target, other = with_nic[0], with_nic[1]
+        mac = target.nics[0].mac
+        looked_at: list[str] = []
+
+        def decorate(vm: VM) -> VM:
+            looked_at.append(vm.name)
+            return dataclasses.replace(vm, title=f"seen {mac}") if vm.uuid == target.uuid else vm
+
+        session.decorate = decorate
+        events.clear()
+        session.redecorate_macs({mac, "52:54:00:ff:ff:ff"})  # one unknown MAC: nothing
+        assert looked_at == [target.name]
+        (changed,) = [e.vm for e in events if isinstance(e, VmChanged)]
+        assert changed.uuid == target.uuid and changed.title == f"seen {mac}"
+        # The other VM's NIC changes MAC (say an XML edit) after being indexed under it:
+        moved = dataclasses.replace(other, nics=(dataclasses.replace(other.nics[0], mac=mac),))
+        session.vms[other.uuid] = session._decorated(moved)
+        session.vms[target.uuid] = dataclasses.replace(target, nics=())
+        looked_at.clear()
+        session.redecorate_macs({mac})
+        assert looked_at == [other.name]  # the target no longer has it; the other does now
     finally:
         await fleet.aclose()

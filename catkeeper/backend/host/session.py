@@ -77,6 +77,9 @@ class HostSession(HostConnection):
         self._flush_scheduled = False
         # Adds what other sources know (IP sightings) to every VM this session builds.
         self.decorate: Callable[[VM], VM] | None = None
+        # MAC → UUIDs of the VMs that had it when decorated: new IP sightings redecorate
+        # those, not every VM of the host (checked on use, so a stale entry costs nothing).
+        self._by_mac: dict[str, set[str]] = {}
         self._degraded_reason: str | None = None
         # Domain handles whose XML a reconnect took from before the drop, to read again.
         self._recheck: dict[str, Any] = {}
@@ -336,7 +339,28 @@ class HostSession(HostConnection):
     # ---- decoration ----------------------------------------------------------------------
 
     def _decorated(self, vm: VM) -> VM:
+        for nic in vm.nics:
+            self._by_mac.setdefault(nic.mac, set()).add(vm.uuid)
         return self.decorate(vm) if self.decorate is not None else vm
+
+    def redecorate_macs(self, macs: Iterable[str]) -> None:
+        """``redecorate`` for the VMs with a NIC of one of these MACs only: per changed
+        address, not per VM (every scan walked all 10,000 VMs on the loop)."""
+        for mac in macs:
+            owners = self._by_mac.get(mac)
+            if owners is None:
+                continue
+            for uuid in list(owners):
+                vm = self.vms.get(uuid)
+                if vm is None or all(nic.mac != mac for nic in vm.nics):
+                    owners.discard(uuid)  # gone, or its NIC changed since
+                    continue
+                new = self._decorated(vm)
+                if new != vm:
+                    self.vms[uuid] = new
+                    self._emit(VmChanged(new))
+            if not owners:
+                del self._by_mac[mac]
 
     def redecorate(self, where: Callable[[VM], bool] | None = None) -> None:
         """Apply ``decorate`` again to every VM (or those ``where`` picks), after new IP

@@ -246,7 +246,7 @@ class IpScanner(HostSources):
         if not dirty:
             return
         for session in self.fleet.sessions.values():
-            session.redecorate(lambda vm: any(nic.mac in dirty for nic in vm.nics))
+            session.redecorate_macs(dirty)
 
     # ---- scanning ----------------------------------------------------------------------
 
