@@ -133,7 +133,9 @@ class AuditHistory(Static):
         self.show()
         if self._scroll:
             self._scroll = False
-            self.scroll_visible(animate=False, top=True)
+            # After the new rows are laid out: scrolling now used the old geometry, and under
+            # load the screen stayed at its top (caught by the snapshot in a full run).
+            self.call_after_refresh(self.scroll_visible, animate=False, top=True)
 
     def show(self) -> None:
         body = history_table(self.rows, self._clock(), readonly=self._readonly(), error=self.error)
