@@ -32,7 +32,7 @@ from catkeeper.backend.ipscan.scheduler import IpScanner
 from catkeeper.backend.stale import Staleness
 from catkeeper.backend.stats import FleetStats
 from catkeeper.config import Config, current_user
-from catkeeper.heap import FULL_EVERY_S, FrozenHeap
+from catkeeper.heap import FrozenHeap
 from catkeeper.model import VM, StopProgress
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.error import ErrorScreen
@@ -94,7 +94,6 @@ class CatkeeperApp(App[int]):
         self.store = FleetStore(self.fleet.hosts())
         self._unsubscribe: Callable[[], None] | None = None
         self._disk_times: asyncio.Task[None] | None = None
-        self._heap_task: asyncio.Task[None] | None = None
         self.consoles = Consoles(config.viewer)
         ips = config.ipscan
         self.ipscan = IpScanner(
@@ -154,17 +153,8 @@ class CatkeeperApp(App[int]):
         self._disk_times = asyncio.create_task(
             self.staleness.disks.run(30, self.fleet.wait_settled), name="disk times"
         )
-        if self.heap is not None:
-            self._heap_task = asyncio.create_task(self._keep_heap(self.heap), name="heap")
-
-    async def _keep_heap(self, heap: FrozenHeap) -> None:
-        """Once every host has answered, freeze the fleet out of the collector's passes."""
-        await self.fleet.wait_settled(None)
-        heap.start()
-        while True:
-            await asyncio.sleep(FULL_EVERY_S)
-            took = heap.full_collect()
-            log.debug("full collection: %.0f ms, %d passes since", took, heap.full_passes)
+        if self.heap is not None:  # once every host has answered (heap.py)
+            self.heap.keep_after(lambda: self.fleet.wait_settled(None))
 
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Until every host has answered once and the events are on screen (for tests)."""
@@ -187,8 +177,6 @@ class CatkeeperApp(App[int]):
         self.events.close()
         if self._disk_times is not None:
             self._disk_times.cancel()
-        if self._heap_task is not None:
-            self._heap_task.cancel()
         if self.heap is not None:
             self.heap.stop()
         self.lifecycle.cancel_all()
@@ -253,12 +241,8 @@ class CatkeeperApp(App[int]):
             return
         log.error("unexpected error in %s", context or "the TUI", exc_info=exc)
         where = f"{context}: " if context else ""
-        self.push_screen(
-            ErrorScreen(
-                "Something went wrong",
-                f"{where}{describe(exc)}\n\nThe details are in the log file.",
-            )
-        )
+        text = f"{where}{describe(exc)}\n\nThe details are in the log file."
+        self.push_screen(ErrorScreen("Something went wrong", text))
 
     # ---- what controllers use (tui.host.Host) ------------------------------------------------
 

@@ -23,10 +23,14 @@ Process-wide state: only the TUI's real run turns it on (``catkeeper.app.run_app
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 FULL_EVERY_S = 900.0
 
@@ -34,11 +38,15 @@ FULL_EVERY_S = 900.0
 class FrozenHeap:
     """Freezes long-lived objects out of the collector's full passes (see the module text)."""
 
-    def __init__(self, mono: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, mono: Callable[[], float] = time.monotonic, full_every: float = FULL_EVERY_S
+    ) -> None:
         self._mono = mono
+        self.full_every = full_every
         self._on = False
         self.full_passes = 0  # full passes the collector made itself since start()
         self.last_full_ms: float | None = None
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def on(self) -> bool:
@@ -53,6 +61,9 @@ class FrozenHeap:
         gc.freeze()
 
     def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
         if not self._on:
             return
         self._on = False
@@ -74,6 +85,19 @@ class FrozenHeap:
                 gc.callbacks.append(self._after_pass)
         self.last_full_ms = (self._mono() - started) * 1000
         return self.last_full_ms
+
+    def keep_after(self, settled: Callable[[], Awaitable[object]]) -> None:
+        """On the running loop: start once ``settled`` returns (the cold load is done), then
+        collect everything every ``full_every`` seconds, until ``stop()``."""
+        self._task = asyncio.get_running_loop().create_task(self._keep(settled), name="heap")
+
+    async def _keep(self, settled: Callable[[], Awaitable[object]]) -> None:
+        await settled()
+        self.start()
+        while True:
+            await asyncio.sleep(self.full_every)
+            took = self.full_collect()
+            log.debug("full collection: %.0f ms, %d full passes so far", took, self.full_passes)
 
     def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector, on whichever thread allocated: only cheap list moves.

@@ -4,6 +4,7 @@ full collection still frees cycles that became garbage after being frozen."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
@@ -91,3 +92,27 @@ async def test_tests_and_embedders_get_no_collector_policy(tmp_path: Path) -> No
     async with app.run_test():
         await app.wait_idle()
         assert app.heap is None and gc.get_freeze_count() == 0
+
+
+async def test_kept_after_the_load_it_collects_everything_now_and_then_until_stopped() -> None:
+    heap = FrozenHeap(full_every=0.02)
+    loaded = asyncio.Event()
+
+    async def settled() -> None:
+        await loaded.wait()
+
+    try:
+        heap.keep_after(settled)
+        await asyncio.sleep(0.05)
+        assert not heap.on  # nothing before the cold load has settled
+        loaded.set()
+        for _ in range(100):
+            if heap.last_full_ms is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert heap.on and heap.last_full_ms is not None
+    finally:
+        heap.stop()
+    assert not heap.on and gc.get_freeze_count() == 0
+    await asyncio.sleep(0.05)  # the cancelled loop collects nothing more
+    assert heap._task is None

@@ -121,6 +121,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "catkeeper.filtering",
         "catkeeper.demo",
         "catkeeper.looplag",
+        "catkeeper.heap",
         "catkeeper.logsetup",
     ),
     ("catkeeper.model", "catkeeper.config"),
