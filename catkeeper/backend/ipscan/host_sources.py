@@ -88,7 +88,7 @@ class HostSources:
         self.fleet = fleet
         # Background passes of several local hosts (test:///…, qemu:///system) over the same
         # subnets take a sweep of this machine that ended this recently instead of sending
-        # their own: one machine, one view (the soak's 14 local hosts swept one /24 14 times
+        # their own: one machine, one view (the soak's 16 local hosts swept one /24 16 times
         # every interval).
         self.share_local_sweeps_s = share_local_sweeps_s
         self._recent: dict[tuple[str, ...], tuple[float, list[SourceResult]]] = {}
