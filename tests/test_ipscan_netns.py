@@ -291,7 +291,14 @@ async def test_local_hosts_share_one_sweep(topo: Topology, tmp_path: Path) -> No
         argv = sweep_argv(host, subnets, options)
         return (await run_sweep_argv(topo.in_host(*argv), timeout=60)).results
 
-    scanner = IpScanner(fleet, local_sweeper=in_namespace, libvirt_interval=0, sweep_interval=600)
+    mono = [1000.0]
+    scanner = IpScanner(
+        fleet,
+        local_sweeper=in_namespace,
+        libvirt_interval=0,
+        sweep_interval=600,
+        mono=lambda: mono[0],
+    )
     scanner.attach()
     await fleet.start()
     try:
@@ -307,6 +314,9 @@ async def test_local_hosts_share_one_sweep(topo: Topology, tmp_path: Path) -> No
             assert any(s.ip for r in scan.results for s in r.sightings)
         await scanner.scan_host("b", libvirt=False, sweep=True)
         assert calls == 2
+        mono[0] += 301  # more than half the sweep interval after that sweep: a fresh one
+        await scanner.scan_host("a", libvirt=False, sweep=True, recheck=False)
+        assert calls == 3
         answering = topo.answering(ANSWERS, NO_ICMP)
         for host in ("a", "b"):
             for g in topo.guests:

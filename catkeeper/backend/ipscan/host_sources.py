@@ -84,8 +84,10 @@ class HostSources:
         local_sweeper: LocalSweeper = thread_sweeper,
         progress: Progress | None = None,
         share_local_sweeps_s: float = 0.0,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
+        self._mono = mono  # how long ago a shared sweep ended
         # Background passes of several local hosts (test:///…, qemu:///system) over the same
         # subnets take a sweep of this machine that ended this recently instead of sending
         # their own: one machine, one view (the soak's 16 local hosts swept one /24 16 times
@@ -287,7 +289,7 @@ class HostSources:
             if (
                 reuse
                 and recent is not None
-                and time.monotonic() - recent[0] < self.share_local_sweeps_s
+                and self._mono() - recent[0] < self.share_local_sweeps_s
             ):
                 results = recent[1]
             else:
@@ -296,6 +298,6 @@ class HostSources:
                     lambda: self.local_sweeper(session.name, subnets or None, self.sweep_options),
                 )
                 if any(r.ok for r in results):  # a failed sweep is not passed on
-                    self._recent[key] = (time.monotonic(), results)
+                    self._recent[key] = (self._mono(), results)
             return [dataclasses.replace(r, host=session.name) for r in results]
         return failed("no ssh connection to this host (give it ssh settings in the config)")

@@ -70,6 +70,7 @@ class IpScanner(HostSources):
         ssh_for: SshResolver = default_ssh_for,
         local_sweeper: LocalSweeper | None = None,
         progress: Progress | None = None,
+        mono: Callable[[], float] = time.monotonic,
     ) -> None:
         """``libvirt_interval``/``sweep_interval``: seconds between background scans per
         host, 0 for never. ``subnets`` overrides every host's configured subnets.
@@ -88,6 +89,7 @@ class IpScanner(HostSources):
             local_sweeper=local_sweeper or self._sweeps.sweep,
             progress=progress,
             share_local_sweeps_s=sweep_interval / 2,
+            mono=mono,
         )
         self.book = book if book is not None else IpBook()
         self.libvirt_interval = libvirt_interval
