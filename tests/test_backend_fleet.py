@@ -253,5 +253,12 @@ async def test_new_addresses_redecorate_only_the_vms_with_those_macs(tmp_path: P
         looked_at.clear()
         session.redecorate_macs({mac})
         assert looked_at == [other.name]  # the target no longer has it; the other does now
+        # MACs of VMs long gone do not pile up: past 4 per VM the index starts again.
+        session._by_mac.update(
+            {f"52:54:00:00:{i // 256:02x}:{i % 256:02x}": {"x"} for i in range(200)}
+        )
+        session._decorated(session.vms[other.uuid])
+        here = {nic.mac for vm in session.vms.values() for nic in vm.nics}
+        assert set(session._by_mac) == here
     finally:
         await fleet.aclose()

@@ -339,6 +339,12 @@ class HostSession(HostConnection):
     # ---- decoration ----------------------------------------------------------------------
 
     def _decorated(self, vm: VM) -> VM:
+        if len(self._by_mac) > 4 * len(self.vms) + 64:
+            # MACs of VMs long gone (churn defines new ones): start again from what is here.
+            self._by_mac = {}
+            for known in self.vms.values():
+                for nic in known.nics:
+                    self._by_mac.setdefault(nic.mac, set()).add(known.uuid)
         for nic in vm.nics:
             self._by_mac.setdefault(nic.mac, set()).add(vm.uuid)
         return self.decorate(vm) if self.decorate is not None else vm
