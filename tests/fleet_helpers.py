@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from catkeeper.config import Config, HostConfig, Timing
+from catkeeper.model import VM, VmState
 
 TEST_NS = "{http://libvirt.org/schemas/domain/test/1.0}"
 _STATES = {1: "running", 3: "paused", 5: "shutoff"}
@@ -47,4 +48,19 @@ def fleet_config(
         source="<test>",
         timing=timing or Timing(connect_timeout=3, call_timeout=5, refresh_interval=0),
         readonly=readonly,
+    )
+
+
+def plain_vm(host: str, name: str, state: VmState = VmState.RUNNING, *, uuid: str = "") -> VM:
+    """A VM as the model holds it, with nothing but a name, a state and small figures."""
+    return VM(
+        host=host,
+        name=name,
+        uuid=uuid or f"{host}-{name}",
+        state=state,
+        vcpus=1,
+        memory_kib=1024,
+        max_memory_kib=1024,
+        autostart=False,
+        persistent=True,
     )

@@ -12,23 +12,11 @@ from catkeeper.model import VM, VmState
 from catkeeper.screens.messages import FleetUpdated
 from catkeeper.screens.store import FleetStore
 from catkeeper.tui.events import VMS_PER_SLICE, EventPump
+from tests.fleet_helpers import plain_vm
 
 
 def _vms(host: str, n: int) -> tuple[VM, ...]:
-    return tuple(
-        VM(
-            host=host,
-            name=f"vm{i}",
-            uuid=f"{host}-{i}",
-            state=VmState.RUNNING,
-            vcpus=1,
-            memory_kib=1024,
-            max_memory_kib=1024,
-            autostart=False,
-            persistent=True,
-        )
-        for i in range(n)
-    )
+    return tuple(plain_vm(host, f"vm{i}", uuid=f"{host}-{i}") for i in range(n))
 
 
 async def test_a_reconnect_storm_is_folded_in_slices_with_the_loop_free_between() -> None:

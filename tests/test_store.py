@@ -8,20 +8,11 @@ import dataclasses
 from catkeeper.backend.events import InventoryLoaded, VmChanged, VmRemoved
 from catkeeper.model import VM, VmState
 from catkeeper.screens.store import FleetStore, vm_key
+from tests.fleet_helpers import plain_vm
 
 
 def _vm(name: str, state: VmState = VmState.RUNNING) -> VM:
-    return VM(
-        host="h1",
-        name=name,
-        uuid=f"uuid-{name}",
-        state=state,
-        vcpus=1,
-        memory_kib=1024,
-        max_memory_kib=1024,
-        autostart=False,
-        persistent=True,
-    )
+    return plain_vm("h1", name, state, uuid=f"uuid-{name}")
 
 
 def test_history_follows_the_vm_and_leaves_with_it() -> None:
