@@ -257,8 +257,33 @@ async def test_new_addresses_redecorate_only_the_vms_with_those_macs(tmp_path: P
         session._by_mac.update(
             {f"52:54:00:00:{i // 256:02x}:{i % 256:02x}": {"x"} for i in range(200)}
         )
-        session._decorated(session.vms[other.uuid])
+        session.redecorate_macs(set())
         here = {nic.mac for vm in session.vms.values() for nic in vm.nics}
         assert set(session._by_mac) == here
+    finally:
+        await fleet.aclose()
+
+
+async def test_every_vm_of_a_big_cold_load_is_found_by_its_mac(tmp_path: Path) -> None:
+    """Over 64 VMs: the MAC index must hold them all after the load (a bound once checked
+    while the load built its VMs wiped it again and again)."""
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=150, seed=12)
+    fleet = Fleet(fleet_config([("h", f"test://{node}")]))
+    await fleet.start()
+    try:
+        assert await fleet.wait_settled(10)
+        session = fleet.session("h")
+        first = next(vm for vm in session.vms.values() if vm.nics)
+        seen: list[str] = []
+
+        def decorate(vm: VM) -> VM:
+            seen.append(vm.name)
+            return vm
+
+        session.decorate = decorate
+        session.redecorate_macs({first.nics[0].mac})
+        assert seen == [first.name]
+        here = {nic.mac for vm in session.vms.values() for nic in vm.nics}
+        assert len(here) > 64 and set(session._by_mac) == here
     finally:
         await fleet.aclose()

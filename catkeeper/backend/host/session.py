@@ -339,12 +339,6 @@ class HostSession(HostConnection):
     # ---- decoration ----------------------------------------------------------------------
 
     def _decorated(self, vm: VM) -> VM:
-        if len(self._by_mac) > 4 * len(self.vms) + 64:
-            # MACs of VMs long gone (churn defines new ones): start again from what is here.
-            self._by_mac = {}
-            for known in self.vms.values():
-                for nic in known.nics:
-                    self._by_mac.setdefault(nic.mac, set()).add(known.uuid)
         for nic in vm.nics:
             self._by_mac.setdefault(nic.mac, set()).add(vm.uuid)
         return self.decorate(vm) if self.decorate is not None else vm
@@ -352,6 +346,13 @@ class HostSession(HostConnection):
     def redecorate_macs(self, macs: Iterable[str]) -> None:
         """``redecorate`` for the VMs with a NIC of one of these MACs only: per changed
         address, not per VM (every scan walked all 10,000 VMs on the loop)."""
+        if len(self._by_mac) > 4 * len(self.vms) + 64:
+            # MACs of VMs long gone (churn defines new ones): start again from what is here.
+            # Here, not while VMs are built: a cold load builds them before self.vms has them.
+            self._by_mac = {}
+            for known in self.vms.values():
+                for nic in known.nics:
+                    self._by_mac.setdefault(nic.mac, set()).add(known.uuid)
         for mac in macs:
             owners = self._by_mac.get(mac)
             if owners is None:
@@ -368,12 +369,9 @@ class HostSession(HostConnection):
             if not owners:
                 del self._by_mac[mac]
 
-    def redecorate(self, where: Callable[[VM], bool] | None = None) -> None:
-        """Apply ``decorate`` again to every VM (or those ``where`` picks), after new IP
-        sightings, say; emit changes."""
+    def redecorate(self) -> None:
+        """Apply ``decorate`` again to every VM (when the scanner attaches); emit changes."""
         for uuid, vm in list(self.vms.items()):
-            if where is not None and not where(vm):
-                continue
             new = self._decorated(vm)
             if new != vm:
                 self.vms[uuid] = new
