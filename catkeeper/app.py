@@ -195,8 +195,11 @@ class CatkeeperApp(App[int]):
     # ---- messages between the backend, the screens and the controllers -----------------------
 
     def _post_to_screens(self, message: Any) -> None:
+        # Not Textual's blank screen under ours: one under the top that handles a message
+        # repaints all of the top one (Textual 8), so each fleet update was a full frame.
         for screen in self.screen_stack:
-            screen.post_message(message)
+            if type(screen) is not Screen:
+                screen.post_message(message)
 
     def stop_progressed(self, key: str, progress: StopProgress | None) -> None:
         self._post_to_screens(StopProgressed(key, progress))
@@ -247,10 +250,8 @@ class CatkeeperApp(App[int]):
     # ---- what controllers use (tui.host.Host) ------------------------------------------------
 
     def _vms_shown(self) -> bool:
-        screen = self.screen
-        return isinstance(screen, FleetScreen | DetailScreen) and not isinstance(
-            screen, ModalScreen
-        )
+        shown = self.screen
+        return isinstance(shown, FleetScreen | DetailScreen) and not isinstance(shown, ModalScreen)
 
     def selected_vms(self) -> list[VM]:
         screen = self.screen

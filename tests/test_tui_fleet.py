@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -473,3 +474,29 @@ async def test_errors_are_routed_to_toasts_or_a_modal(tmp_path: Path) -> None:
         assert isinstance(app.screen, ErrorScreen)
         await pilot.press("escape")
         assert app.screen is app.fleet_screen
+
+
+async def test_fleet_updates_repaint_only_what_changed(tmp_path: Path) -> None:
+    """Each warm refresh sends the screens a fleet update (a host's new latency): with
+    nothing else changed, none of them may repaint the whole screen. Textual repaints all of
+    the top screen whenever a screen under it handles a message, so this failed while the
+    blank screen under the fleet screen was sent them too (most of an idle TUI's CPU)."""
+    config = dataclasses.replace(fleet_config(tmp_path), timing=Timing(refresh_interval=0.2))
+    app = make_app(config)
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle()
+        await pilot.pause(0.5)
+        compositor = app.fleet_screen._compositor
+        render_full_update = compositor.render_full_update
+        full_frames = 0
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal full_frames
+            full_frames += 1
+            return render_full_update(*args, **kwargs)
+
+        compositor.render_full_update = counted  # type: ignore[method-assign]
+        seen = app.fleet_screen.seen_serial
+        await until(lambda: app.fleet_screen.seen_serial >= seen + 5, what="5 fleet updates")
+        await pilot.pause(0.3)
+        assert full_frames == 0
