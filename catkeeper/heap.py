@@ -11,12 +11,15 @@ moves every object alive at that moment out of the collector's sight (they are s
 by reference counting when dropped; only a reference cycle among them would be kept). So:
 
 * ``freeze()`` once the cold load has settled: the fleet is then out of the passes;
-* after every full pass the collector itself makes, the survivors are frozen too (a full
-  pass has just removed every unreachable cycle, so freezing then keeps no garbage);
-* since objects frozen while alive that later become garbage only through a cycle (a closed
-  screen, a toast) would be kept, ``full_collect()`` unfreezes and collects everything every
-  ``full_every`` seconds, then freezes again: one pause per quarter hour by default (382 ms
-  in the 30-minute soak, the loop lag's maximum there; see README "Running for days").
+* after a full pass of the collector's own that was slow (``slow_pass_ms``: it walked many
+  long-lived objects, VMs remade since), its survivors are frozen too. A full pass has just
+  removed every unreachable cycle, so freezing then keeps no garbage; but what is alive at
+  that moment and later dies only through a cycle stays frozen: Textual's rendered lines
+  (``Strip``) cache themselves, and freezing after every pass kept ~10,000 such objects a
+  minute. Quick passes leave their survivors to the collector;
+* ``full_collect()`` unfreezes and collects everything, then freezes again (~300 ms at 10k
+  VMs): it runs when the frozen objects have grown by ``growth`` since the last time,
+  checked every ``check_every`` seconds, so its pause is as rare as the garbage it frees.
 
 Process-wide state: only the TUI's real run turns it on (``catkeeper.app.run_app``), and
 ``stop()`` gives everything back to the collector.
@@ -33,20 +36,32 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-FULL_EVERY_S = 900.0
+SLOW_PASS_MS = 20.0
+GROWTH = 0.25
+CHECK_EVERY_S = 60.0
 
 
 class FrozenHeap:
     """Freezes long-lived objects out of the collector's full passes (see the module text)."""
 
     def __init__(
-        self, mono: Callable[[], float] = time.monotonic, full_every: float = FULL_EVERY_S
+        self,
+        mono: Callable[[], float] = time.monotonic,
+        *,
+        slow_pass_ms: float = SLOW_PASS_MS,
+        growth: float = GROWTH,
+        check_every: float = CHECK_EVERY_S,
     ) -> None:
         self._mono = mono
-        self.full_every = full_every
+        self.slow_pass_ms = slow_pass_ms
+        self.growth = growth
+        self.check_every = check_every
         self._on = False
         self.full_passes = 0  # full passes the collector made itself since start()
+        self.freezes = 0  # of which slow ones, whose survivors were frozen
         self.last_full_ms: float | None = None
+        self._baseline = 0  # objects frozen right after everything was last collected
+        self._pass_started: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -60,6 +75,12 @@ class FrozenHeap:
         self._on = True
         gc.callbacks.append(self._after_pass)
         gc.freeze()
+        self._baseline = gc.get_freeze_count()
+
+    def due(self) -> bool:
+        """The frozen objects grew by ``growth`` since everything was last collected: some
+        of that is likely garbage the freezing keeps."""
+        return self._on and gc.get_freeze_count() > self._baseline * (1 + self.growth)
 
     def stop(self) -> None:
         if self._task is not None:
@@ -83,25 +104,34 @@ class FrozenHeap:
         finally:
             if self._on:
                 gc.freeze()
+                self._baseline = gc.get_freeze_count()
                 gc.callbacks.append(self._after_pass)
         self.last_full_ms = (self._mono() - started) * 1000
         return self.last_full_ms
 
     def keep_after(self, settled: Callable[[], Awaitable[object]]) -> None:
         """On the running loop: start once ``settled`` returns (the cold load is done), then
-        collect everything every ``full_every`` seconds, until ``stop()``."""
+        collect everything whenever it is ``due()``, until ``stop()``."""
         self._task = asyncio.get_running_loop().create_task(self._keep(settled), name="heap")
 
     async def _keep(self, settled: Callable[[], Awaitable[object]]) -> None:
         await settled()
         self.start()
         while True:
-            await asyncio.sleep(self.full_every)
-            took = self.full_collect()
-            log.debug("full collection: %.0f ms, %d full passes so far", took, self.full_passes)
+            await asyncio.sleep(self.check_every)
+            if self.due():
+                took = self.full_collect()
+                log.debug("full collection: %.0f ms after %d freezes", took, self.freezes)
 
     def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector, on whichever thread allocated: only cheap list moves.
-        if phase == "stop" and info.get("generation") == 2:
-            self.full_passes += 1
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._pass_started = self._mono()
+            return
+        self.full_passes += 1
+        started, self._pass_started = self._pass_started, None
+        if started is not None and (self._mono() - started) * 1000 >= self.slow_pass_ms:
+            self.freezes += 1
             gc.freeze()

@@ -1,6 +1,7 @@
 """The collector policy of a long-running TUI (catkeeper/heap.py): what is alive when the
-fleet has loaded leaves the full passes, survivors of each full pass follow, and a periodic
-full collection still frees cycles that became garbage after being frozen."""
+fleet has loaded leaves the full passes, survivors of a slow full pass follow (of a quick one
+they do not), and a full collection, once the frozen objects have grown, still frees cycles
+that became garbage after being frozen."""
 
 from __future__ import annotations
 
@@ -37,17 +38,49 @@ def heap() -> Iterator[FrozenHeap]:
         assert gc.get_freeze_count() == 0  # everything is the collector's again
 
 
-def test_start_freezes_and_full_passes_freeze_their_survivors(heap: FrozenHeap) -> None:
+def test_start_freezes_and_slow_full_passes_freeze_their_survivors() -> None:
+    heap = FrozenHeap(slow_pass_ms=0)  # every pass counts as slow
     gc.collect()
     heap.start()
     frozen = gc.get_freeze_count()
     assert frozen > 0
     kept = [_Node() for _ in range(1000)]  # new, alive: not frozen yet
     gc.collect()  # a full pass (the collector's own passes call back the same way)
-    assert heap.full_passes >= 1
+    assert heap.full_passes >= 1 and heap.freezes >= 1
     assert gc.get_freeze_count() >= frozen + len(kept)
     heap.stop()
     assert gc.get_freeze_count() == 0 and heap._after_pass not in gc.callbacks
+
+
+def test_quick_full_passes_leave_their_survivors_to_the_collector() -> None:
+    heap = FrozenHeap(slow_pass_ms=60_000)
+    try:
+        heap.start()
+        frozen = gc.get_freeze_count()
+        a, gone = _cycle()
+        gc.collect()
+        assert heap.full_passes >= 1 and heap.freezes == 0
+        assert gc.get_freeze_count() == frozen
+        del a
+        gc.collect()
+        assert gone() is None  # never frozen: the next pass frees it
+    finally:
+        heap.stop()
+
+
+def test_a_full_collection_is_due_once_the_frozen_objects_have_grown() -> None:
+    heap = FrozenHeap(slow_pass_ms=0, growth=0.1)
+    try:
+        heap.start()
+        assert not heap.due()
+        garbage = [_cycle()[0] for _ in range(gc.get_freeze_count() // 10)]
+        gc.collect()  # alive now: frozen by the pass
+        del garbage  # garbage now, kept by the freeze
+        assert heap.due()
+        heap.full_collect()
+        assert not heap.due()  # measured again from what the collection left
+    finally:
+        heap.stop()
 
 
 def test_a_frozen_cycle_that_became_garbage_is_freed_by_the_full_collection(
@@ -94,8 +127,8 @@ async def test_tests_and_embedders_get_no_collector_policy(tmp_path: Path) -> No
         assert app.heap is None and gc.get_freeze_count() == 0
 
 
-async def test_kept_after_the_load_it_collects_everything_now_and_then_until_stopped() -> None:
-    heap = FrozenHeap(full_every=0.02)
+async def test_kept_after_the_load_it_collects_everything_when_due_until_stopped() -> None:
+    heap = FrozenHeap(check_every=0.02, slow_pass_ms=0, growth=0)
     loaded = asyncio.Event()
 
     async def settled() -> None:
@@ -106,11 +139,15 @@ async def test_kept_after_the_load_it_collects_everything_now_and_then_until_sto
         await asyncio.sleep(0.05)
         assert not heap.on  # nothing before the cold load has settled
         loaded.set()
+        await asyncio.sleep(0.01)
+        assert heap.on and heap.last_full_ms is None
+        kept = [_Node() for _ in range(100)]
+        gc.collect()  # frozen: more than right after the start, so a collection is due
         for _ in range(100):
             if heap.last_full_ms is not None:
                 break
             await asyncio.sleep(0.01)
-        assert heap.on and heap.last_full_ms is not None
+        assert heap.on and heap.last_full_ms is not None and kept
     finally:
         heap.stop()
     assert not heap.on and gc.get_freeze_count() == 0

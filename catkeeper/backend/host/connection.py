@@ -32,6 +32,7 @@ from catkeeper.backend.errors import CallTimeout, HostUnavailable, describe
 from catkeeper.backend.events import HostChanged, InventoryLoaded, Listener
 from catkeeper.backend.host.attempt import Attempt, close_quietly, effective_uri, open_connection
 from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
+from catkeeper.backend.turns import map_in_turns
 from catkeeper.backend.worker import HostExecutor, ThreadBudget
 from catkeeper.config import HostConfig, Timing
 from catkeeper.model import VM, Host, HostState
@@ -47,6 +48,10 @@ _DOMAIN_EVENTS = (
     libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED,
     libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE,
 )
+
+
+def _marked_stale(_uuid: str, vm: VM) -> VM:
+    return dataclasses.replace(vm, stale=True)
 
 
 class HostConnection:
@@ -148,7 +153,7 @@ class HostConnection:
             except Exception as exc:  # every failure is the host's state, never a crash
                 log.info("host %s: %s", self.name, describe(exc))
                 await self._drop_connection(wait=0)
-                self._go_unreachable(describe(exc))
+                await self._go_unreachable(describe(exc))
                 self._settled.set()
                 await self._back_off(delay)
                 delay = min(delay * 2, self.timing.backoff_max)
@@ -369,10 +374,10 @@ class HostConnection:
         self.host = dataclasses.replace(self.host, **changes)
         self._emit(HostChanged(self.host))
 
-    def _go_unreachable(self, error: str) -> None:
+    async def _go_unreachable(self, error: str) -> None:
         now = self._clock()
         if self.vms and not all(vm.stale for vm in self.vms.values()):
-            self.vms = {u: dataclasses.replace(vm, stale=True) for u, vm in self.vms.items()}
+            self.vms = await map_in_turns(self.vms, _marked_stale)
             self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
         self._set_host(
             state=HostState.UNREACHABLE,

@@ -31,6 +31,7 @@ from catkeeper.backend.host.reads import Bulk, Signature, read_bulk, read_one, r
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
 from catkeeper.backend.memory import release_freed_memory
 from catkeeper.backend.stats import HostStats, fold_sampler, start_polling
+from catkeeper.backend.turns import map_in_turns
 from catkeeper.backend.worker import ThreadBudget
 from catkeeper.config import HostConfig, Timing
 from catkeeper.model import VM, HostState, VmState
@@ -155,7 +156,7 @@ class HostSession(HostConnection):
         infos.update(known)
         now = self._clock()
         self._static = infos
-        self.vms = {u: self._vm_from(u, i, bulk, now) for u, i in infos.items()}
+        self.vms = await map_in_turns(infos, lambda u, i: self._vm_from(u, i, bulk, now))
         self._emit(InventoryLoaded(self.name, tuple(self.vms.values())))
         self._host_answered(bulk, now)
         self._signatures = self._applied(bulk, (u for u in bulk.uuids if u not in infos))
@@ -257,7 +258,7 @@ class HostSession(HostConnection):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
             if self._lost.is_set():
-                self._go_unreachable(self._lost_reason)
+                await self._go_unreachable(self._lost_reason)
                 return
             try:
                 await self._warm_refresh()
@@ -270,7 +271,7 @@ class HostSession(HostConnection):
                     error_since=self.host.error_since or self._clock(),
                 )
                 if failures >= 2:  # two bounded calls in a row failed: start afresh
-                    self._go_unreachable(describe(exc))
+                    await self._go_unreachable(describe(exc))
                     return
 
     # ---- events --------------------------------------------------------------------------
