@@ -40,7 +40,7 @@ class LoopLagLog:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
-        self._lines: list[str] = []
+        self._ticks: list[tuple[float, float]] = []
         self._flushed = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> LoopLagLog:
@@ -59,18 +59,19 @@ class LoopLagLog:
     def _tick(self) -> None:
         assert self._loop is not None
         now = self._loop.time()
-        self._lines.append(f"{now:.4f} {(now - self._due) * 1000:.2f}\n")
+        self._ticks.append((now, now - self._due))  # formatted once a second, in flush()
         if now - self._flushed >= FLUSH_EVERY:
             self.flush()
             self._flushed = now
         self._schedule(now)
 
     def flush(self) -> None:
-        if self._out is None or not self._lines:
+        if self._out is None or not self._ticks:
             return
-        lines, self._lines = self._lines, []
+        ticks, self._ticks = self._ticks, []
+        text = "".join(f"{at:.4f} {late * 1000:.2f}\n" for at, late in ticks)
         with contextlib.suppress(OSError):  # a full disk must not take the app down
-            self._out.write("".join(lines))
+            self._out.write(text)
             self._out.flush()
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ import dataclasses
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import libvirt
 import pytest
@@ -20,7 +21,7 @@ from catkeeper.backend.ipscan.libvirt_source import (
     libvirt_sightings,
     parse_addresses,
 )
-from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE, NEIGH
+from catkeeper.backend.ipscan.results import AGENT, ARP, LEASE, NEIGH, SourceResult
 from catkeeper.backend.ipscan.scheduler import DONE, LIBVIRT, IpScanner, ScanProgress
 from catkeeper.config import Config, HostConfig, Timing, load_config
 from catkeeper.demo.fleetgen import node_xml
@@ -349,3 +350,34 @@ def test_the_demo_fleet_falls_back_per_vm_without_an_error(tmp_path: Path) -> No
     assert r.code == 0, r.err
     assert "failed" not in r.out
     assert "no bulk lease call on this driver: leases asked per VM" in r.out
+
+
+async def test_local_hosts_read_this_machines_neighbour_table_once() -> None:
+    """Two hosts on this machine: background passes one after the other take one read of
+    the (real) neighbour table, each under its own name; a person's scan reads it again, and
+    so does a pass after half the libvirt interval."""
+    from catkeeper.backend.ipscan.bulk import read_local_neigh
+
+    hosts = tuple(HostConfig(name=n, uri="qemu:///system") for n in ("a", "b"))
+    fleet = Fleet(Config(hosts=hosts, source="<test>", timing=Timing(refresh_interval=0)))
+    reads: list[str] = []
+
+    async def counted(host: str, **kwargs: Any) -> list[SourceResult]:
+        reads.append(host)
+        return await read_local_neigh(host, **kwargs)
+
+    mono = [1000.0]
+    scanner = IpScanner(fleet, libvirt_interval=60, mono=lambda: mono[0])
+    scanner.local_neigh = counted
+    background = {h: scanner.neigh_reader(fleet.session(h)) for h in ("a", "b")}
+    first = await background["a"]()  # type: ignore[misc]
+    second = await background["b"]()  # type: ignore[misc]
+    assert reads == ["a"]
+    assert {r.host for r in first} == {"a"} and {r.host for r in second} == {"b"}
+    assert [r.sightings for r in first] == [r.sightings for r in second]
+    person = scanner.neigh_reader(fleet.session("b"), reuse=False)
+    await person()  # type: ignore[misc]
+    assert reads == ["a", "b"]
+    mono[0] += 31
+    await background["a"]()  # type: ignore[misc]
+    assert reads == ["a", "b", "a"]

@@ -84,6 +84,8 @@ class HostSources:
         local_sweeper: LocalSweeper = thread_sweeper,
         progress: Progress | None = None,
         share_local_sweeps_s: float = 0.0,
+        share_local_neigh_s: float = 0.0,
+        local_neigh: Callable[..., Awaitable[list[SourceResult]]] = read_local_neigh,
         mono: Callable[[], float] = time.monotonic,
     ) -> None:
         self.fleet = fleet
@@ -93,6 +95,10 @@ class HostSources:
         # their own: one machine, one view (the soak's 16 local hosts swept one /24 16 times
         # every interval).
         self.share_local_sweeps_s = share_local_sweeps_s
+        # Likewise their passes read this machine's one neighbour table once, not each
+        # (16 ``ip neigh`` processes a minute in the soak).
+        self.share_local_neigh_s = share_local_neigh_s
+        self.local_neigh = local_neigh
         self._recent: dict[tuple[str, ...], tuple[float, list[SourceResult]]] = {}
         # Sightings carry the fleet's clock, so their ages agree with the book's and the UI's.
         self.sweep_options = dataclasses.replace(sweep_options or SweepOptions(), clock=fleet.clock)
@@ -121,14 +127,15 @@ class HostSources:
         configured = self.fleet.config.ipscan.per_vm_calls
         return configured or max(1, session.timing.workers_per_host - 1)
 
-    def neigh_reader(self, session: HostSession) -> NeighReader | None:
+    def neigh_reader(self, session: HostSession, *, reuse: bool = True) -> NeighReader | None:
         """How to read the host's neighbour table in one go, or None.
 
         Over the host's shared ssh connection when it has one configured (or one is open
         already); for a ``qemu+ssh://`` host whose only ssh is libvirt's own, a second
         connection (another authentication, maybe a key touch) just for this is not worth
-        it: per-VM ``arp`` instead. This machine's table for a local host; nothing for the
-        test driver, whose guests are fiction.
+        it: per-VM ``arp`` instead. This machine's table for a local host (``reuse``: a read
+        another local host's pass made lately will do); nothing for the test driver, whose
+        guests are fiction.
         """
         cfg = session.cfg
         if session.ssh is not None:
@@ -151,8 +158,21 @@ class HostSources:
 
             return remote
         if host_is_local(cfg) and urlsplit(cfg.uri).scheme != "test":
-            return partial(read_local_neigh, session.name, clock=self.fleet.clock)
+            return partial(self._local_neigh, session.name, reuse=reuse)
         return None
+
+    async def _local_neigh(self, host: str, *, reuse: bool) -> list[SourceResult]:
+        key = ("local-neigh",)
+        recent = self._recent.get(key)
+        if reuse and recent is not None and self._mono() - recent[0] < self.share_local_neigh_s:
+            results = recent[1]
+        else:
+            results = await self._shared(
+                key, lambda: self.local_neigh(host, clock=self.fleet.clock)
+            )
+            if any(r.ok for r in results):  # a failed read is not passed on
+                self._recent[key] = (self._mono(), results)
+        return [r if r.host == host else dataclasses.replace(r, host=host) for r in results]
 
     def prefetch_neigh(self, host: str) -> None:
         """Start reading the host's neighbour table now; its next pass uses that answer.
@@ -178,6 +198,7 @@ class HostSources:
         *,
         targets: Sequence[VM] | None = None,
         known: Callable[[str], bool] | None = None,
+        reuse: bool = False,
     ) -> PassOutcome | None:
         if not session.connected:
             errors.append(f"libvirt sources skipped: {session.name} is {session.host.state.value}")
@@ -192,7 +213,7 @@ class HostSources:
             take=take,
             targets=targets,
             known=known,
-            neigh=(lambda: early) if early is not None else self.neigh_reader(session),
+            neigh=(lambda: early) if early is not None else self.neigh_reader(session, reuse=reuse),
             concurrency=self.concurrency_for(session),
             timeout=session.timing.call_timeout,
             progress=step,

@@ -89,6 +89,7 @@ class IpScanner(HostSources):
             local_sweeper=local_sweeper or self._sweeps.sweep,
             progress=progress,
             share_local_sweeps_s=sweep_interval / 2,
+            share_local_neigh_s=libvirt_interval / 2,
             mono=mono,
         )
         self.book = book if book is not None else IpBook()
@@ -295,7 +296,11 @@ class IpScanner(HostSources):
             jobs = []
             if libvirt:
                 known = None if recheck else self._known
-                jobs.append(self._passive_part(session, take, progress, errors, calls, known=known))
+                jobs.append(
+                    self._passive_part(
+                        session, take, progress, errors, calls, known=known, reuse=not recheck
+                    )
+                )
             if sweep:
                 jobs.append(self._sweep_part(session, take, progress, calls, reuse=not recheck))
             await asyncio.gather(*jobs)
