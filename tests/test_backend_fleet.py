@@ -287,3 +287,37 @@ async def test_every_vm_of_a_big_cold_load_is_found_by_its_mac(tmp_path: Path) -
         assert len(here) > 64 and set(session._by_mac) == here
     finally:
         await fleet.aclose()
+
+
+def test_reading_xml_parses_in_turns_with_other_readers(three_hosts: list[Path]) -> None:
+    """The parsing of domain XML waits for a free turn (two hosts' threads at a time), so
+    twenty hosts reloading at once do not crowd the event loop off the GIL."""
+    import libvirt
+
+    from catkeeper.backend.host.reads import PYTHON_WORK, read_xml
+    from catkeeper.backend.inventory import StaticInfo
+
+    conn = libvirt.open(f"test://{three_hosts[0]}")
+    try:
+        domains = conn.listAllDomains()
+        done = threading.Event()
+        result: dict[str, StaticInfo | BaseException] = {}
+
+        def read() -> None:
+            result.update(read_xml(domains, secure=False))
+            done.set()
+
+        PYTHON_WORK.acquire()
+        PYTHON_WORK.acquire()  # both turns taken, as by two other hosts' threads
+        try:
+            threading.Thread(target=read, daemon=True).start()
+            assert not done.wait(0.3)  # the XML was fetched; the parsing waits
+        finally:
+            PYTHON_WORK.release()
+            PYTHON_WORK.release()
+        assert done.wait(10)
+        expected = expected_from_node(three_hosts[0])
+        names = [info.name for info in result.values() if isinstance(info, StaticInfo)]
+        assert sorted(names) == sorted(expected)
+    finally:
+        conn.close()
