@@ -7,8 +7,8 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 
-from catkeeper.backend.events import InventoryLoaded, VmChanged
-from catkeeper.model import VM, VmState
+from catkeeper.backend.events import HostChanged, InventoryLoaded, VmChanged
+from catkeeper.model import VM, Host, HostState, VmState
 from catkeeper.screens.messages import FleetUpdated
 from catkeeper.screens.store import FleetStore
 from catkeeper.tui.events import VMS_PER_SLICE, EventPump
@@ -47,3 +47,20 @@ async def test_a_reconnect_storm_is_folded_in_slices_with_the_loop_free_between(
     assert len(posted) > 1 and max(sizes) <= VMS_PER_SLICE
     assert [u.serial for u in posted] == list(range(1, len(posted) + 1))
     assert turns == [1]  # the key ran right after the first slice, before the others
+
+
+async def test_host_states_are_not_held_behind_other_hosts_rows() -> None:
+    loop = asyncio.get_running_loop()
+    store = FleetStore()
+    posted: list[FleetUpdated] = []
+    pump = EventPump(store, lambda: 1.0, lambda fn: loop.call_soon(fn), posted.append)
+    hosts = [f"h{i:02d}" for i in range(6)]
+    for host in hosts:  # every host back at once: its rows, then its state
+        pump.on_event(InventoryLoaded(host, _vms(host, VMS_PER_SLICE)))
+        pump.on_event(HostChanged(Host(name=host, uri="test:///", state=HostState.UP)))
+    while pump.busy:
+        await asyncio.sleep(0.01)
+    first = posted[0].changes
+    assert set(first.hosts) == set(hosts)  # every host's state in the first slice
+    assert {vm.host for vm in first.upserts.values()} == {"h00"}  # rows one host a turn
+    assert len(posted) == len(hosts) and len(store.vms) == 6 * VMS_PER_SLICE
