@@ -14,6 +14,7 @@ from catkeeper.cli import main
 from catkeeper.config import HostConfig
 from catkeeper.filtering import FilterError, haystack, parse_filter, tags_of
 from catkeeper.model import VM, Host, IpSighting, Nic, Reservation, VmState
+from tests.fleet_helpers import plain_vm
 from tests.tui_support import FROZEN_NOW, fleet_config, make_app, names
 
 NOW = FROZEN_NOW
@@ -32,16 +33,8 @@ def vm(
 ) -> VM:
     res = Reservation(owner=owner, note=note, until=until) if owner else None
     ips = (IpSighting(mac, ip, 24, "lease", NOW),) if ip else ()
-    return VM(
-        host=host,
-        name=name,
-        uuid=f"uuid-{host}-{name}",
-        state=state,
-        vcpus=1,
-        memory_kib=1024,
-        max_memory_kib=1024,
-        autostart=False,
-        persistent=True,
+    return dataclasses.replace(
+        plain_vm(host, name, state, uuid=f"uuid-{host}-{name}"),
         nics=(Nic(mac=mac, type="network", source="default"),),
         reservation=res,
         ips=ips,
