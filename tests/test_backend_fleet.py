@@ -330,3 +330,43 @@ def test_reading_xml_parses_in_turns_with_other_readers(three_hosts: list[Path])
         assert sorted(names) == sorted(expected)
     finally:
         conn.close()
+
+
+class _CountingConnection:
+    """A real test-driver connection that counts the connection-level calls made on it."""
+
+    def __init__(self, conn: object) -> None:
+        self._conn = conn
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        self.calls.append(name)
+        return getattr(self._conn, name)
+
+
+def test_a_warm_refresh_asks_the_host_only_what_can_change(three_hosts: list[Path]) -> None:
+    """Size, hypervisor and version are read once per connection; each refresh asks free
+    memory (timed: the host's latency), the autostart and transient lists, the stats."""
+    import libvirt
+
+    from catkeeper.backend.host.reads import read_bulk, read_facts
+
+    conn = libvirt.open(f"test://{three_hosts[0]}")
+    try:
+        first = _CountingConnection(conn)
+        cold = read_bulk(first)  # type: ignore[arg-type]
+        assert {"getInfo", "getType", "getLibVersion"} <= set(first.calls)
+        info = conn.getInfo()
+        assert cold.facts == read_facts(conn)
+        assert (cold.facts.cpus, cold.facts.memory_kib) == (info[2], info[1] * 1024)
+        assert cold.facts.hypervisor == conn.getType() == "TEST"
+        warm = _CountingConnection(conn)
+        again = read_bulk(warm, cold.signatures, facts=cold.facts)  # type: ignore[arg-type]
+        assert sorted(warm.calls) == sorted(
+            ["getFreeMemory", "listAllDomains", "listAllDomains", "getAllDomainStats"]
+        )
+        assert again.changed == [] and again.capacity == cold.capacity
+        assert again.capacity.free_memory_kib == conn.getFreeMemory() // 1024
+        assert again.latency_ms >= 0
+    finally:
+        conn.close()

@@ -27,7 +27,14 @@ from catkeeper.backend.events import (
     VmRemoved,
 )
 from catkeeper.backend.host.connection import HostConnection
-from catkeeper.backend.host.reads import Bulk, Signature, read_bulk, read_one, read_xml
+from catkeeper.backend.host.reads import (
+    Bulk,
+    HostFacts,
+    Signature,
+    read_bulk,
+    read_one,
+    read_xml,
+)
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
 from catkeeper.backend.memory import release_freed_memory
 from catkeeper.backend.stats import HostStats, fold_sampler, start_polling
@@ -74,6 +81,7 @@ class HostSession(HostConnection):
         self._static: dict[str, StaticInfo] = {}
         # The last bulk read's per-domain signatures, applied in full (see Bulk).
         self._signatures: dict[str, Signature] = {}
+        self._facts: HostFacts | None = None  # the connection's, read by the cold load
         self._pending: set[str] = set()
         self._flush_scheduled = False
         # Adds what other sources know (IP sightings) to every VM this session builds.
@@ -148,6 +156,7 @@ class HostSession(HostConnection):
         self._degraded_reason = None
         self._signatures = {}
         bulk = await self.call(read_bulk, what="listing domains")
+        self._facts = bulk.facts
         # Back after a drop, the XML read before it is shown at once (with the fresh states)
         # and read again behind (``_recheck``): the host is up as soon as it answers, not
         # after a round trip per domain (8 s for 500 VMs in the soak, calls taken in turn).
@@ -200,7 +209,8 @@ class HostSession(HostConnection):
     async def _warm_refresh(self) -> None:
         self._degraded_reason = None
         sample = fold_sampler(self)  # the stats ride on this call (same interval)
-        bulk = await self.call(lambda c: read_bulk(c, self._signatures, sample), what="refreshing")
+        signatures, facts = self._signatures, self._facts
+        bulk = await self.call(lambda c: read_bulk(c, signatures, sample, facts), what="refreshing")
         now = self._clock()
         # Only what the worker saw change: with nothing changed, no per-VM work here.
         new = [u for u in bulk.changed if u not in self._static]
@@ -244,8 +254,8 @@ class HostSession(HostConnection):
             latency_ms=bulk.latency_ms,
             capacity=bulk.capacity,
             vm_count=len(self.vms),
-            hypervisor=bulk.hypervisor,
-            libvirt_version=bulk.libvirt_version,
+            hypervisor=bulk.facts.hypervisor,
+            libvirt_version=bulk.facts.libvirt_version,
         )
 
     async def _watch(self) -> None:
