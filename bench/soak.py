@@ -76,6 +76,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for soak_relay
 import libvirt  # noqa: E402
 from soak_relay import RelayLoop, UnixRelay  # noqa: E402
 
+from catkeeper.backend.host.connection import DROP_RETRY_DIVISOR  # noqa: E402
 from catkeeper.backend.reservations.metadata import NAMESPACE, PREFIX, Record, record_to_string  # noqa: E402
 from catkeeper.config import IpScan, Timing  # noqa: E402
 from catkeeper.demo.fleetgen import write_fleet  # noqa: E402
@@ -496,12 +497,13 @@ def _fault_windows(
 def backoff_bound(fault_s: float, timing: Timing) -> float:
     """Upper bound of the reconnect delay pending when a fault of ``fault_s`` ends.
 
-    catkeeper sleeps backoff_initial, doubling up to backoff_max, between failed attempts;
-    the attempts themselves take time too, so by the fault's end at most as many delays have
-    passed as fit in its length: the pending one is no longer than the first whose running
-    sum reaches ``fault_s``.
+    Every fault here starts on a host that was up: catkeeper retries it at once, then sleeps
+    from backoff_initial / DROP_RETRY_DIVISOR, doubling up to backoff_max, between failed
+    attempts; the attempts themselves take time too, so by the fault's end at most as many
+    delays have passed as fit in its length: the pending one is no longer than the first
+    whose running sum reaches ``fault_s``.
     """
-    delay, total = timing.backoff_initial, 0.0
+    delay, total = timing.backoff_initial / DROP_RETRY_DIVISOR, 0.0
     while True:
         total += delay
         if total >= fault_s or delay >= timing.backoff_max:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import itertools
 import os
 import subprocess
 import sys
@@ -304,6 +305,7 @@ class _HeldUnixRelay:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._refusing = False
 
     def start(self) -> _HeldUnixRelay:
         self._thread.start()
@@ -318,6 +320,9 @@ class _HeldUnixRelay:
         self._loop.call_soon_threadsafe(self._flowing.set)
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        if self._refusing:
+            cw.close()
+            return
         self.accepted += 1
         self.open += 1
         self._writers.add(cw)
@@ -337,6 +342,10 @@ class _HeldUnixRelay:
             self.open -= 1
             self._writers.discard(cw)
             cw.close()
+
+    def refuse(self, on: bool) -> None:
+        """While on, every new connection is closed at once, as by a daemon that is down."""
+        self._refusing = on
 
     def cut(self) -> None:
         """Drop every relayed connection, as a crashed link would; new ones still get through."""
@@ -438,5 +447,39 @@ async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
         )
         assert not any(v.stale for v in session.vms.values())
         assert held_relay.open == 1  # the dropped connection is gone, one in use
+    finally:
+        await fleet.aclose()
+
+
+async def test_a_host_that_dropped_is_retried_at_once_then_sooner_than_a_new_one(
+    held_relay: _HeldUnixRelay, tmp_path: Path
+) -> None:
+    """A drop of a host that was up is most often its daemon restarting: retried at once,
+    then after a quarter of backoff_initial, doubling (0.5, 1, 2 s for 2 s here), where a
+    host never reached waits backoff_initial first (the test above the black hole's)."""
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=3, seed=9)
+    held_relay.release()
+    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
+    timing = Timing(
+        connect_timeout=5, call_timeout=5, refresh_interval=0, backoff_initial=2, backoff_max=8
+    )
+    fleet = Fleet(fleet_config([("lab", uri)], timing=timing))
+    failures = unreachable_counter(fleet, "lab")
+    await fleet.start()
+    try:
+        session = fleet.session("lab")
+        await until(lambda: session.host.state is HostState.UP, 30, "first load")
+        held_relay.refuse(True)
+        held_relay.cut()
+        await until(lambda: len(failures) >= 5, 30, "the drop and four failed retries")
+        # failures[0]: the drop; [1]: the retry at once; then 0.5, 1, 2 s apart.
+        gaps = [round(b - a, 2) for a, b in itertools.pairwise(failures[:5])]
+        assert gaps[0] < 0.4, gaps
+        assert 0.4 < gaps[1] < 0.9, gaps
+        assert 0.9 < gaps[2] < 1.4, gaps
+        assert 1.9 < gaps[3] < 2.4, gaps
+        held_relay.refuse(False)
+        await until(lambda: session.host.state is HostState.UP, 30, "back up")
+        assert len(session.vms) == 3 and not any(vm.stale for vm in session.vms.values())
     finally:
         await fleet.aclose()

@@ -76,7 +76,7 @@ class Timing:
     # Seconds between live-stats polls, one bulk call per host (0: off; equal to
     # refresh_interval: carried by the warm refresh's own call).
     stats_interval: float = 10.0
-    backoff_initial: float = 1.0  # first reconnect delay
+    backoff_initial: float = 1.0  # first reconnect delay (a quarter of it after a drop)
     backoff_max: float = 60.0  # reconnect delays double up to this
     keepalive_interval: int = 5  # libvirt keepalive, where the driver supports it
     keepalive_count: int = 3
