@@ -332,6 +332,42 @@ def test_reading_xml_parses_in_turns_with_other_readers(three_hosts: list[Path])
         conn.close()
 
 
+def test_background_rereads_parse_one_host_at_a_time(three_hosts: list[Path]) -> None:
+    """A reconnect's re-read of the XML (nobody waits for it) parses in one process-wide
+    turn; a read somebody waits for (a cold load) does not queue behind it."""
+    import libvirt
+
+    from catkeeper.backend.host.reads import RECHECK_WORK, read_xml
+
+    conn = libvirt.open(f"test://{three_hosts[0]}")
+    try:
+        domains = conn.listAllDomains()
+        done = {"background": threading.Event(), "wanted": threading.Event()}
+
+        def read(kind: str) -> None:
+            read_xml(domains, secure=False, background=kind == "background")
+            done[kind].set()
+
+        def finished_within(kind: str, ticks: int) -> bool:  # polled: see the test above
+            for _ in range(ticks):
+                if done[kind].is_set():
+                    return True
+                time.sleep(0.01)
+            return done[kind].is_set()
+
+        RECHECK_WORK.acquire()  # another host's re-read is parsing
+        try:
+            threading.Thread(target=read, args=("background",), daemon=True).start()
+            threading.Thread(target=read, args=("wanted",), daemon=True).start()
+            assert finished_within("wanted", 1000)
+            assert not done["background"].is_set()
+        finally:
+            RECHECK_WORK.release()
+        assert finished_within("background", 1000)
+    finally:
+        conn.close()
+
+
 class _CountingConnection:
     """A real test-driver connection that counts the connection-level calls made on it."""
 
@@ -354,14 +390,14 @@ def test_a_warm_refresh_asks_the_host_only_what_can_change(three_hosts: list[Pat
     conn = libvirt.open(f"test://{three_hosts[0]}")
     try:
         first = _CountingConnection(conn)
-        cold = read_bulk(first)  # type: ignore[arg-type]
+        cold = read_bulk(first)
         assert {"getInfo", "getType", "getLibVersion"} <= set(first.calls)
         info = conn.getInfo()
         assert cold.facts == read_facts(conn)
         assert (cold.facts.cpus, cold.facts.memory_kib) == (info[2], info[1] * 1024)
         assert cold.facts.hypervisor == conn.getType() == "TEST"
         warm = _CountingConnection(conn)
-        again = read_bulk(warm, cold.signatures, facts=cold.facts)  # type: ignore[arg-type]
+        again = read_bulk(warm, cold.signatures, facts=cold.facts)
         assert sorted(warm.calls) == sorted(
             ["getFreeMemory", "listAllDomains", "listAllDomains", "getAllDomainStats"]
         )

@@ -64,3 +64,12 @@ async def test_host_states_are_not_held_behind_other_hosts_rows() -> None:
     assert set(first.hosts) == set(hosts)  # every host's state in the first slice
     assert {vm.host for vm in first.upserts.values()} == {"h00"}  # rows one host a turn
     assert len(posted) == len(hosts) and len(store.vms) == 6 * VMS_PER_SLICE
+
+
+def test_a_slice_stays_on_the_tables_incremental_path() -> None:
+    """The table puts up to ``_FEW`` changed rows in place one by one and sorts everything
+    for more: a reconnect storm's slices must stay below that, or each slice of 500 VMs
+    re-sorts and re-filters all 10,000 rows."""
+    from catkeeper.widgets import vm_rows
+
+    assert VMS_PER_SLICE <= vm_rows._FEW

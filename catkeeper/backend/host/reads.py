@@ -6,6 +6,7 @@ data, so that a warm refresh in which nothing changed costs the loop no per-VM w
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
@@ -30,6 +31,10 @@ _STATS = (
 # libvirtd restart: 21 hosts) twenty of them took turns with the event loop for the GIL and
 # the loop waited ~400 ms. Two at a time parse as fast and leave the loop its share.
 PYTHON_WORK = threading.BoundedSemaphore(2)
+# Reading again the XML a reconnect showed from before the drop is background work: one
+# host's parsing at a time. After a libvirtd restart twenty hosts re-read 500 domains each
+# while the table takes in their reloads, and the loop had about a third of the GIL.
+RECHECK_WORK = threading.BoundedSemaphore(1)
 
 # libvirt's state codes, looked up once rather than through the enum per VM per refresh.
 _STATES = tuple(VmState.from_libvirt(code) for code in range(len(VmState)))
@@ -164,9 +169,13 @@ def read_bulk(
     )
 
 
-def read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | BaseException]:
-    """Domain XML → parsed static info, one entry per domain (errors are data)."""
+def read_xml(
+    domains: Iterable[Any], secure: bool, *, background: bool = False
+) -> dict[str, StaticInfo | BaseException]:
+    """Domain XML → parsed static info, one entry per domain (errors are data);
+    ``background``: a re-read nobody waits for, parsed in ``RECHECK_WORK``'s one turn."""
     flags = libvirt.VIR_DOMAIN_XML_SECURE if secure else 0
+    turn = RECHECK_WORK if background else contextlib.nullcontext()
     out: dict[str, StaticInfo | BaseException] = {}
     for dom in domains:
         uuid = sys.intern(dom.UUIDString())  # one copy shared by every dict keyed on it
@@ -174,7 +183,7 @@ def read_xml(domains: Iterable[Any], secure: bool) -> dict[str, StaticInfo | Bas
             # The secure XML only tells whether a VNC password exists; parse_domain_xml
             # keeps nothing of the password itself.
             xml = dom.XMLDesc(flags)
-            with PYTHON_WORK:
+            with turn, PYTHON_WORK:
                 out[uuid] = parse_domain_xml(xml, secure=secure)
         except libvirt.libvirtError as exc:
             out[uuid] = exc

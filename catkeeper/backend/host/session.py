@@ -54,9 +54,9 @@ _XML_CHUNK = 50
 
 
 def _read_part(
-    domains: list[Any], secure: bool, _conn: libvirt.virConnect
+    domains: list[Any], secure: bool, background: bool, _conn: libvirt.virConnect
 ) -> dict[str, StaticInfo | BaseException]:
-    return read_xml(domains, secure)
+    return read_xml(domains, secure, background=background)
 
 
 @dataclasses.dataclass
@@ -107,9 +107,9 @@ class HostSession(HostConnection):
     # ---- inventory ------------------------------------------------------------------------
 
     async def _read_xml_parallel(
-        self, bulk: Bulk | _Handles, uuids: list[str]
+        self, bulk: Bulk | _Handles, uuids: list[str], *, background: bool = False
     ) -> dict[str, StaticInfo]:
-        """Domain XML for these UUIDs, a chunk per call."""
+        """Domain XML for these UUIDs, a chunk per call (``background``: see read_xml)."""
         if not uuids:
             return {}
         secure = not self.readonly
@@ -122,7 +122,7 @@ class HostSession(HostConnection):
         results: list[dict[str, StaticInfo | BaseException]] = []
         for start in range(0, len(domains), _XML_CHUNK):
             chunk = domains[start : start + _XML_CHUNK]
-            read = functools.partial(_read_part, chunk, secure)
+            read = functools.partial(_read_part, chunk, secure, background)
             results.append(await self.call(read, what="reading domain XML"))
         infos: dict[str, StaticInfo] = {}
         failures: list[str] = []
@@ -188,7 +188,7 @@ class HostSession(HostConnection):
         whose XML changed meanwhile (edited, say, while this host was out of reach)."""
         handles, self._recheck = self._recheck, {}
         try:
-            fresh = await self._read_xml_parallel(_Handles(handles), list(handles))
+            fresh = await self._read_xml_parallel(_Handles(handles), list(handles), background=True)
             for uuid, info in fresh.items():
                 if uuid in self.vms and self._static.get(uuid) != info:
                     await self.refresh_domain(uuid)
