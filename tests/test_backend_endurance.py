@@ -415,18 +415,37 @@ async def test_an_abandoned_attempt_is_closed_when_it_returns(
     assert held_relay.accepted == 1
 
 
+def _relayed_host(
+    relay: _HeldUnixRelay,
+    tmp_path: Path,
+    vms: int,
+    *,
+    backoff_initial: float,
+    backoff_max: float = Timing.backoff_max,
+) -> tuple[Path, Fleet, list[float]]:
+    """One host "lab" of ``vms`` VMs reached through ``relay`` (released), not started yet;
+    with the times it is reported unreachable."""
+    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=vms, seed=9)
+    relay.release()
+    uri = f"test+tcp://127.0.0.1:{relay.port}{node}"
+    fast = Timing(
+        connect_timeout=5,
+        call_timeout=5,
+        refresh_interval=0,
+        backoff_initial=backoff_initial,
+        backoff_max=backoff_max,
+    )
+    fleet = Fleet(fleet_config([("lab", uri)], timing=fast))
+    return node, fleet, unreachable_counter(fleet, "lab")
+
+
 async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
     held_relay: _HeldUnixRelay, tmp_path: Path
 ) -> None:
     """Back after a drop, the host is up with the domain XML from before the drop and the
     XML is read again behind it: a change made meanwhile (a new driver instance from an
     edited node file here, an XML edit by someone else on a real host) still shows."""
-    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=7, seed=9)
-    held_relay.release()
-    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
-    timing = Timing(connect_timeout=5, call_timeout=5, refresh_interval=0, backoff_initial=0.1)
-    fleet = Fleet(fleet_config([("lab", uri)], timing=timing))
-    failures = unreachable_counter(fleet, "lab")
+    node, fleet, failures = _relayed_host(held_relay, tmp_path, 7, backoff_initial=0.1)
     await fleet.start()
     try:
         session = fleet.session("lab")
@@ -439,7 +458,7 @@ async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
         node.write_text(text.replace(name_tag, f"{name_tag}<title>edited while away</title>"))
 
         held_relay.cut()
-        await until(lambda: failures, 30, "the drop is noticed")
+        await until(lambda: bool(failures), 30, "the drop is noticed")
         await until(lambda: session.host.state is HostState.UP, 30, "back up")
         assert len(session.vms) == 7
         await until(
@@ -456,15 +475,10 @@ async def test_a_host_that_dropped_is_retried_at_once_then_sooner_than_a_new_one
 ) -> None:
     """A drop of a host that was up is most often its daemon restarting: retried at once,
     then after a quarter of backoff_initial, doubling (0.5, 1, 2 s for 2 s here), where a
-    host never reached waits backoff_initial first (the test above the black hole's)."""
-    (node,) = write_fleet(tmp_path, hosts=1, vms_per_host=3, seed=9)
-    held_relay.release()
-    uri = f"test+tcp://127.0.0.1:{held_relay.port}{node}"
-    timing = Timing(
-        connect_timeout=5, call_timeout=5, refresh_interval=0, backoff_initial=2, backoff_max=8
+    host never reached waits backoff_initial first (test_backend_fleet.py's backoff test)."""
+    _node, fleet, failures = _relayed_host(
+        held_relay, tmp_path, 3, backoff_initial=2, backoff_max=8
     )
-    fleet = Fleet(fleet_config([("lab", uri)], timing=timing))
-    failures = unreachable_counter(fleet, "lab")
     await fleet.start()
     try:
         session = fleet.session("lab")
