@@ -138,6 +138,16 @@ async def until(check: Callable[[], bool], timeout: float, what: str = "") -> No
         await asyncio.sleep(0.05)
 
 
+async def process_argv(pid: int) -> list[bytes]:
+    """The argv of process ``pid`` as the kernel shows it. Right after a spawn returns, the
+    child can still be inside execve, past closing its close-on-exec fds (which is what the
+    spawner waits for) but before the new image's arguments are set up: ``/proc/PID/cmdline``
+    then reads empty, so wait for it to fill."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    await until(lambda: cmdline.read_bytes() != b"", WAIT, f"pid {pid} has its arguments")
+    return cmdline.read_bytes().rstrip(b"\0").split(b"\0")
+
+
 def refused(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()

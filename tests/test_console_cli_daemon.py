@@ -16,6 +16,7 @@ from tests.cli_support import cli_env, end, start_catkeeper
 from tests.console_support import (
     WAIT,
     fleet_fixture,  # noqa: F401 - the fleet fixture
+    process_argv,
     refused,
     until,
     vnc_clients,
@@ -89,8 +90,8 @@ async def test_cli_starts_the_viewer_through_the_tunnel_and_reports_its_failure(
         assert line.startswith("catkeeper vnc: viewer pid "), line
         pid = int(line.split()[4])
         port = int(line.split()[6].rsplit(":", 1)[1])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert cmdline[:2] == [b"xtigervncviewer", f"127.0.0.1::{port}".encode()]
+        argv = await process_argv(pid)
+        assert argv == [b"xtigervncviewer", f"127.0.0.1::{port}".encode()]
         await until(lambda: vnc_clients(dom) == 1, WAIT, "qemu sees the viewer")
         assert proc.returncode is None  # it waits for the viewer
         os.kill(pid, signal.SIGKILL)

@@ -33,6 +33,7 @@ from tests.console_support import (
     fleet_fixture,  # noqa: F401 - the fleet fixture
     listening_on,
     open_console,
+    process_argv,
     refused,
     until,
     vnc_clients,
@@ -121,8 +122,9 @@ async def test_vnc_password_reaches_the_viewer_through_a_private_file_only(
         pwfile = Path(viewer.argv[2])
         assert stat.S_IMODE(pwfile.stat().st_mode) == 0o600
         assert stat.S_IMODE(pwfile.parent.stat().st_mode) == 0o700
-        cmdline = Path(f"/proc/{viewer.pid}/cmdline").read_bytes()
-        assert VNC_PASSWORD[:8].encode() not in cmdline
+        argv = await process_argv(viewer.pid)
+        assert argv[:2] == [b"xtigervncviewer", b"-passwd"]
+        assert not any(VNC_PASSWORD[:8].encode() in arg for arg in argv)
         # Authenticated: qemu keeps the client and the viewer got past VncAuth.
         await until(
             lambda: any("Using pixel format" in line for line in viewer.stderr_tail),
