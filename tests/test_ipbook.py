@@ -239,6 +239,30 @@ def test_address_that_moved_to_another_mac_leaves_the_old_one() -> None:
     assert book.conflicts([]) == []
 
 
+def test_an_address_moves_again_after_its_old_holder_was_forgotten_and_seen_anew() -> None:
+    """Who holds an address is indexed (a segment answer no longer walks every MAC): the
+    index must follow prunes, retractions and re-sightings, and one spelling per IPv6."""
+    clock = Clock(1000.0)
+    book = IpBook(max_age=60.0, clock=clock)
+
+    def neigh(at: float, *sightings: IpSighting) -> None:
+        book.apply(SourceResult("h1", "neigh", "h1", sightings, started_at=at - 1))
+
+    neigh(1000.0, s(MAC_A, "10.0.0.5", "neigh", 1000.0))
+    neigh(1010.0, s(MAC_B, "10.0.0.5", "neigh", 1010.0))  # moved: A loses it
+    assert book.sightings_for(MAC_A) == ()
+    clock.now = 1100.0
+    assert book.prune() and book.macs() == set()  # B aged out too
+    neigh(1100.0, s(MAC_A, "10.0.0.5", "neigh", 1100.0))  # A has it again
+    neigh(1110.0, s(MAC_B, "10.0.0.5", "neigh", 1110.0), s(MAC_A, "fe80::0001", "neigh", 1110.0))
+    assert [x.ip for x in book.sightings_for(MAC_A)] == ["fe80::1"]
+    assert [x.ip for x in book.sightings_for(MAC_B)] == ["10.0.0.5"]
+    neigh(1120.0, s(MAC_B, "FE80:0:0::1", "neigh", 1120.0))  # the same address, spelled anew
+    assert book.sightings_for(MAC_A) == ()
+    # neigh is not authoritative: B keeps 10.0.0.5, unseen in this answer but not taken.
+    assert [x.ip for x in book.sightings_for(MAC_B)] == ["10.0.0.5", "fe80::1"]
+
+
 def test_conflicts_ip_on_two_macs_and_mac_on_two_hosts() -> None:
     book = IpBook(clock=Clock(2000.0))
     # Same sweep, two answers for one address: a real duplicate.
