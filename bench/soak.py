@@ -975,10 +975,12 @@ class Soak:
 
     def restart_libvirtd(self) -> None:
         assert self.daemon is not None
-        if not (self.o.restart_libvirtd and self.daemon.started):
+        # owned: this run or another soak/test session started it (restart() waits until
+        # this run is its only user); a daemon started by anyone else is never restarted.
+        if not (self.o.restart_libvirtd and self.daemon.owned):
             why = (
                 "--no-restart" if not self.o.restart_libvirtd
-                else "libvirtd was not started by this run (never restart one we did not start)"
+                else "libvirtd was not started by a soak or the tests (never restart it)"
             )  # fmt: skip
             self.notes.append(f"libvirtd restart skipped: {why}")
             return
@@ -1255,15 +1257,10 @@ class Soak:
                     os.kill(self.pid, signal.SIGKILL)
 
     def _leave_libvirtd(self) -> None:
+        # The last user out ends it if a soak or the tests started it (reused from an earlier
+        # soak that left first included: it used to stay behind); anyone else's is left alone.
         assert self.daemon is not None
-        if self.daemon.started:
-            self.daemon.stop()  # we started it: the last user out ends it
-            return
-        # Reused: leave it running whoever started it; just stop counting as a user.
-        for held in (self.daemon._users, self.daemon._keep):
-            if held is not None:
-                held.close()
-        self.daemon._users = self.daemon._keep = None
+        self.daemon.stop()
 
     # ---- results --------------------------------------------------------------------------
 
