@@ -20,6 +20,9 @@ by reference counting when dropped; only a reference cycle among them would be k
 * ``full_collect()`` unfreezes and collects everything, then freezes again (~300 ms at 10k
   VMs): it runs when the frozen objects have grown by ``growth`` since the last time,
   checked every ``check_every`` seconds, so its pause is as rare as the garbage it frees.
+  Counting the frozen objects walks all of them (60 ms with the GIL held at 10k VMs in the
+  soak: their memory is cold), and only a freeze can add to them: they are counted again
+  only after one.
 
 Process-wide state: only the TUI's real run turns it on (``catkeeper.app.run_app``), and
 ``stop()`` gives everything back to the collector.
@@ -51,8 +54,10 @@ class FrozenHeap:
         slow_pass_ms: float = SLOW_PASS_MS,
         growth: float = GROWTH,
         check_every: float = CHECK_EVERY_S,
+        count_frozen: Callable[[], int] = gc.get_freeze_count,
     ) -> None:
         self._mono = mono
+        self._count_frozen = count_frozen
         self.slow_pass_ms = slow_pass_ms
         self.growth = growth
         self.check_every = check_every
@@ -61,6 +66,8 @@ class FrozenHeap:
         self.freezes = 0  # of which slow ones, whose survivors were frozen
         self.last_full_ms: float | None = None
         self._baseline = 0  # objects frozen right after everything was last collected
+        self._frozen = 0  # objects frozen when last counted …
+        self._counted_after = 0  # … which was after this many freezes
         self._pass_started: float | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -75,12 +82,19 @@ class FrozenHeap:
         self._on = True
         gc.callbacks.append(self._after_pass)
         gc.freeze()
-        self._baseline = gc.get_freeze_count()
+        self._baseline = self._recount()
 
     def due(self) -> bool:
         """The frozen objects grew by ``growth`` since everything was last collected: some
         of that is likely garbage the freezing keeps."""
-        return self._on and gc.get_freeze_count() > self._baseline * (1 + self.growth)
+        if not self._on:
+            return False
+        frozen = self._frozen if self._counted_after == self.freezes else self._recount()
+        return frozen > self._baseline * (1 + self.growth)
+
+    def _recount(self) -> int:
+        self._frozen, self._counted_after = self._count_frozen(), self.freezes
+        return self._frozen
 
     def stop(self) -> None:
         if self._task is not None:
@@ -104,7 +118,7 @@ class FrozenHeap:
         finally:
             if self._on:
                 gc.freeze()
-                self._baseline = gc.get_freeze_count()
+                self._baseline = self._recount()
                 gc.callbacks.append(self._after_pass)
         self.last_full_ms = (self._mono() - started) * 1000
         return self.last_full_ms
@@ -133,5 +147,5 @@ class FrozenHeap:
         self.full_passes += 1
         started, self._pass_started = self._pass_started, None
         if started is not None and (self._mono() - started) * 1000 >= self.slow_pass_ms:
-            self.freezes += 1
             gc.freeze()
+            self.freezes += 1  # after the freeze: a count taken in between sees it

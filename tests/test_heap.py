@@ -83,6 +83,34 @@ def test_a_full_collection_is_due_once_the_frozen_objects_have_grown() -> None:
         heap.stop()
 
 
+def test_the_frozen_objects_are_counted_again_only_after_a_freeze() -> None:
+    """Counting walks every frozen object (tens of ms at 10k VMs): a check with no freeze
+    since the last count reuses it, and a freeze still makes the collection due."""
+    counts: list[int] = []
+
+    def count() -> int:
+        counts.append(gc.get_freeze_count())
+        return counts[-1]
+
+    heap = FrozenHeap(slow_pass_ms=60_000, growth=0.1, count_frozen=count)
+    try:
+        heap.start()
+        assert len(counts) == 1
+        assert not any(heap.due() for _ in range(5))
+        gc.collect()  # a quick pass: nothing frozen, nothing to count
+        assert not heap.due() and len(counts) == 1
+        heap.slow_pass_ms = 0
+        garbage = [_cycle()[0] for _ in range(counts[0] // 5)]
+        gc.collect()  # a slow pass: its survivors are frozen
+        del garbage
+        assert heap.due() and len(counts) == 2 and counts[1] > counts[0] * 1.1
+        assert heap.due() and len(counts) == 2
+        heap.full_collect()
+        assert not heap.due() and len(counts) == 3
+    finally:
+        heap.stop()
+
+
 def test_a_frozen_cycle_that_became_garbage_is_freed_by_the_full_collection(
     heap: FrozenHeap,
 ) -> None:
