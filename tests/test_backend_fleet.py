@@ -404,5 +404,14 @@ def test_a_warm_refresh_asks_the_host_only_what_can_change(three_hosts: list[Pat
         assert again.changed == [] and again.capacity == cold.capacity
         assert again.capacity.free_memory_kib == conn.getFreeMemory() // 1024
         assert again.latency_ms >= 0
+        # Nothing changed: no per-domain data goes back to the event loop (it is freed there).
+        assert again.states == {} and again.stats == {} and again.domains == {}
+        assert again.signatures == cold.signatures and len(again.uuids) == len(cold.uuids) > 1
+        dom = next(d for d in conn.listAllDomains() if d.isActive())
+        dom.suspend()
+        paused = read_bulk(conn, again.signatures, facts=cold.facts)
+        assert paused.changed == [dom.UUIDString()]
+        assert paused.states == {dom.UUIDString(): VmState.PAUSED}
+        assert paused.stats.keys() == paused.domains.keys() == {dom.UUIDString()}
     finally:
         conn.close()
