@@ -380,6 +380,66 @@ class _CountingConnection:
         return getattr(self._conn, name)
 
 
+def test_a_running_only_refresh_carries_the_shut_off_domains_until_one_may_have_changed(
+    three_hosts: list[Path],
+) -> None:
+    """Most warm refreshes list the running domains only; a running domain that stopped, or
+    a shut-off one whose autostart moved, makes the same read list every domain."""
+    import libvirt
+
+    from catkeeper.backend.host.reads import read_bulk
+
+    conn = libvirt.open(f"test://{three_hosts[0]}")
+    try:
+        cold = read_bulk(conn)
+        off = [d for d in conn.listAllDomains() if not d.isActive()]
+        on = [d for d in conn.listAllDomains() if d.isActive()]
+        assert off and len(on) > 1
+
+        def refresh(previous: dict) -> tuple:  # type: ignore[type-arg]
+            counting = _CountingConnection(conn)
+            bulk = read_bulk(counting, previous, facts=cold.facts, running_only=True)
+            return bulk, counting.calls.count("getAllDomainStats")
+
+        quiet, calls = refresh(cold.signatures)
+        assert calls == 1 and not quiet.full and quiet.changed == []
+        assert quiet.signatures == cold.signatures  # the shut-off ones carried over
+
+        started = off[0]
+        started.create()
+        seen, calls = refresh(quiet.signatures)
+        assert calls == 1 and not seen.full  # a start shows in the running list itself
+        assert seen.changed == [started.UUIDString()]
+        assert seen.states == {started.UUIDString(): VmState.RUNNING}
+
+        stopped = on[0]
+        stopped.destroy()
+        seen, calls = refresh(seen.signatures)
+        assert calls == 2 and seen.full  # gone from the running list: stopped, or undefined?
+        assert seen.changed == [stopped.UUIDString()]
+        assert seen.states == {stopped.UUIDString(): VmState.SHUTOFF}
+        assert seen.signatures.keys() == cold.signatures.keys()
+
+        stopped.setAutostart(not stopped.autostart())  # shut off: no running list shows it
+        flipped, calls = refresh(seen.signatures)
+        assert calls == 2 and flipped.full and flipped.changed == [stopped.UUIDString()]
+        assert (stopped.UUIDString() in flipped.autostart) == bool(stopped.autostart())
+
+        # Undefined behind our back (its event missed): carried as it was until the next
+        # full listing (one refresh in FULL_LISTING_EVERY), which drops it.
+        quiet, calls = refresh(flipped.signatures)
+        assert calls == 1 and not quiet.full
+        undefined = next(d for d in conn.listAllDomains() if not d.isActive() and not d.autostart())
+        uuid = undefined.UUIDString()
+        undefined.undefine()
+        gone, calls = refresh(quiet.signatures)
+        assert calls == 1 and uuid in gone.signatures and gone.changed == []
+        listed = read_bulk(conn, gone.signatures, facts=cold.facts)
+        assert listed.full and uuid not in listed.signatures
+    finally:
+        conn.close()
+
+
 def test_a_warm_refresh_asks_the_host_only_what_can_change(three_hosts: list[Path]) -> None:
     """Size, hypervisor and version are read once per connection; each refresh asks free
     memory (timed: the host's latency), the autostart and transient lists, the stats."""

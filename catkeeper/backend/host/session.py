@@ -28,6 +28,7 @@ from catkeeper.backend.events import (
 )
 from catkeeper.backend.host.connection import HostConnection
 from catkeeper.backend.host.reads import (
+    FULL_LISTING_EVERY,
     Bulk,
     HostFacts,
     Signature,
@@ -82,6 +83,7 @@ class HostSession(HostConnection):
         # The last bulk read's per-domain signatures, applied in full (see Bulk).
         self._signatures: dict[str, Signature] = {}
         self._facts: HostFacts | None = None  # the connection's, read by the cold load
+        self._warm_refreshes = 0  # since the cold load: every FULL_LISTING_EVERY-th lists all
         self._pending: set[str] = set()
         self._flush_scheduled = False
         # Adds what other sources know (IP sightings) to every VM this session builds.
@@ -155,6 +157,7 @@ class HostSession(HostConnection):
     async def _cold_load(self) -> None:
         self._degraded_reason = None
         self._signatures = {}
+        self._warm_refreshes = 0
         bulk = await self.call(read_bulk, what="listing domains")
         self._facts = bulk.facts
         # Back after a drop, the XML read before it is shown at once (with the fresh states)
@@ -210,7 +213,12 @@ class HostSession(HostConnection):
         self._degraded_reason = None
         sample = fold_sampler(self)  # the stats ride on this call (same interval)
         signatures, facts = self._signatures, self._facts
-        bulk = await self.call(lambda c: read_bulk(c, signatures, sample, facts), what="refreshing")
+        self._warm_refreshes += 1
+        running_only = self._warm_refreshes % FULL_LISTING_EVERY != 0
+        bulk = await self.call(
+            lambda c: read_bulk(c, signatures, sample, facts, running_only=running_only),
+            what="refreshing",
+        )
         now = self._clock()
         # Only what the worker saw change: with nothing changed, no per-VM work here.
         new = [u for u in bulk.changed if u not in self._static]
