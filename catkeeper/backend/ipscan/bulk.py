@@ -140,11 +140,18 @@ async def host_pass(
     """
     host = session.name
     every = list(session.vms.values())
-    active_macs = {m for vm in every if vm.state.is_active for m in macs_of(vm)}
-    gone = frozenset({m for vm in every if not vm.state.is_active for m in macs_of(vm)})
+    # Each VM's MACs once: this runs on the loop for every host each background pass.
+    mac_list = {vm.uuid: macs_of(vm) for vm in every}
+
+    def vm_macs(vm: VM) -> tuple[str, ...]:
+        listed = mac_list.get(vm.uuid)
+        return macs_of(vm) if listed is None else listed
+
+    active_macs = {m for vm in every if vm.state.is_active for m in mac_list[vm.uuid]}
+    gone = frozenset({m for vm in every if not vm.state.is_active for m in mac_list[vm.uuid]})
     gone -= active_macs
     chosen = [
-        vm for vm in (every if targets is None else targets) if vm.state.is_active and macs_of(vm)
+        vm for vm in (every if targets is None else targets) if vm.state.is_active and vm_macs(vm)
     ]
     uuids = set(session.vms)
     found: set[str] = set()
@@ -260,7 +267,7 @@ async def host_pass(
     left = [
         (vm, sources)
         for vm in chosen
-        if not any(m in found or is_known(m) for m in macs_of(vm))
+        if not any(m in found or is_known(m) for m in vm_macs(vm))
         and (sources := fallback_sources(vm))
     ]
     total += len(left)
