@@ -180,6 +180,43 @@ async def test_events_within_one_connection_update_without_polling(tmp_path: Pat
         await fleet.aclose()
 
 
+async def test_a_shut_off_domain_an_event_brought_in_stays_through_running_only_refreshes(
+    tmp_path: Path,
+) -> None:
+    """A domain defined after the load comes in through its event, never listed by a bulk
+    read; the warm refreshes that list only running domains must not take it for gone, and
+    the full listing after them (every FULL_LISTING_EVERY-th) keeps it too."""
+    from catkeeper.backend.host.reads import FULL_LISTING_EVERY
+
+    (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=6, seed=3)
+    timing = Timing(connect_timeout=3, call_timeout=5, refresh_interval=0.05)
+    fleet = Fleet(fleet_config([("h", f"test://{path}")], timing=timing))
+    await fleet.start()
+    try:
+        await fleet.wait_settled(5)
+        session = fleet.session("h")
+        xml = (
+            "<domain type='test'><name>defined-later</name><memory unit='MiB'>256</memory>"
+            "<vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+        )
+        # The test driver reports events to the connection that made the change only.
+        uuid = await session.call(lambda c: c.defineXML(xml).UUIDString())
+        for _ in range(100):
+            if uuid in session.vms:
+                break
+            await asyncio.sleep(0.02)
+        assert session.vms[uuid].state is VmState.SHUTOFF
+        seen = session._warm_refreshes
+        present = []
+        while session._warm_refreshes < seen + FULL_LISTING_EVERY + 2:
+            present.append(uuid in session.vms)
+            await asyncio.sleep(0.01)
+        assert all(present) and uuid in session.vms
+        assert uuid in session._signatures  # listed by the full read since
+    finally:
+        await fleet.aclose()
+
+
 async def test_readonly_connection_reads_but_refuses_changes(tmp_path: Path) -> None:
     (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=4, seed=5)
     fleet = Fleet(fleet_config([("h", f"test://{path}")]), readonly=True)

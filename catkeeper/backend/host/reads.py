@@ -103,10 +103,11 @@ class Bulk:
 
 # A warm refresh lists the running domains only (their states and stats are what changes
 # while nothing happens) and every domain one refresh in this many: a minute at the default
-# 10 s. Shut-off domains change through someone's define, undefine, start or autostart
-# toggle, which libvirt's events report at once; the full listing is the net for a missed
-# event. At 20 hosts x 500 VMs (half running) the full bulk call was most of the idle CPU
-# of the hosts' threads: 3.5 ms a host, 1.7 ms for the running half.
+# 10 s. Shut-off domains change through someone's define, undefine or start, which
+# libvirt's events report at once (autostart, which no event reports, is read every time);
+# the full listing is the net for a missed event. At 20 hosts x 500 VMs (half running) the
+# full bulk call was most of the idle CPU of the hosts' threads: 3.5 ms a host, 1.7 ms for
+# the running half.
 FULL_LISTING_EVERY = 6
 _SHUTOFF = libvirt.VIR_DOMAIN_SHUTOFF
 
@@ -221,7 +222,7 @@ def read_bulk(
         carried = _carried(old, folded.signatures, autostart, transient)
         if carried is None:
             folded = None  # its records are freed here, on this thread
-    if folded is None or carried is None:
+    if folded is None:
         folded = _fold(conn.getAllDomainStats(groups, 0), old, autostart, transient, keep)
         carried = None
     if sample is not None:

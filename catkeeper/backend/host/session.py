@@ -224,7 +224,11 @@ class HostSession(HostConnection):
         new = [u for u in bulk.changed if u not in self._static]
         read = await self._read_xml_parallel(bulk, new)
         self._static.update(read)
-        for uuid in self.vms.keys() - bulk.signatures.keys():
+        # Only a listing of every domain tells what is gone: a running-only one carried every
+        # shut-off domain it had listed before, and leaves out those an event or an action
+        # brought in since (read on their own, never listed yet).
+        gone = self.vms.keys() - bulk.signatures.keys() if bulk.full else set()
+        for uuid in gone:
             del self.vms[uuid]
             self._static.pop(uuid, None)
             self._emit(VmRemoved(self.name, uuid))
