@@ -224,9 +224,8 @@ class HostSession(HostConnection):
         new = [u for u in bulk.changed if u not in self._static]
         read = await self._read_xml_parallel(bulk, new)
         self._static.update(read)
-        # Only a listing of every domain tells what is gone: a running-only one carried every
-        # shut-off domain it had listed before, and leaves out those an event or an action
-        # brought in since (read on their own, never listed yet).
+        # Only a full listing tells what is gone: a running-only one carries the shut-off
+        # domains listed before but not those an event or an action brought in since.
         gone = self.vms.keys() - bulk.signatures.keys() if bulk.full else set()
         for uuid in gone:
             del self.vms[uuid]
