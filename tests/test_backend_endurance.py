@@ -434,6 +434,7 @@ def _relayed_host(
         refresh_interval=0,
         backoff_initial=backoff_initial,
         backoff_max=backoff_max,
+        backoff_jitter=0,  # the gaps are measured
     )
     fleet = Fleet(fleet_config([("lab", uri)], timing=fast))
     return node, fleet, unreachable_counter(fleet, "lab")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import itertools
+import random
 import socket
 import threading
 import time
@@ -138,8 +139,46 @@ async def test_unreachable_host_is_retried_with_backoff(tmp_path: Path) -> None:
         refresh_interval=0,
         backoff_initial=0.1,
         backoff_max=0.4,
+        backoff_jitter=0,
     )
-    fleet = Fleet(fleet_config([("later", f"qemu+tcp://127.0.0.1:{port}/system")], timing=timing))
+    errors = await _failure_times("later", port, timing, seconds=1.6)
+    gaps = [b - a for a, b in itertools.pairwise(errors)]
+    # 0.1, 0.2, 0.4, 0.4, ...: doubling, then capped.
+    assert len(errors) >= 4
+    assert gaps[0] < gaps[1] < gaps[2] + 0.05
+    assert max(gaps) < 0.4 + 0.3
+
+
+async def test_reconnect_delays_are_cut_at_random_by_up_to_the_jitter(tmp_path: Path) -> None:
+    """Each delay is drawn between (1 - backoff_jitter) and all of the nominal one, so
+    retries fall out of step with a host that flaps at their own period. The session's
+    random source is seeded here: the draws are known, the gaps follow them."""
+    timing = Timing(
+        connect_timeout=1,
+        call_timeout=2,
+        refresh_interval=0,
+        backoff_initial=0.4,
+        backoff_max=0.4,
+        backoff_jitter=0.5,
+    )
+    draws = random.Random(11)
+    delays = [0.4 * (1 - 0.5 * draws.random()) for _ in range(6)]
+    assert min(delays) < 0.3 < max(delays)  # the seed gives short and long ones
+    errors = await _failure_times("later", _refused_port(), timing, seconds=2.6, seed=11)
+    gaps = [b - a for a, b in itertools.pairwise(errors)]
+    assert len(gaps) >= 4, errors
+    for gap, delay in zip(gaps, delays, strict=False):
+        assert delay - 0.02 < gap < delay + 0.15, (gaps, delays)
+    assert min(gaps) < 0.3  # exact delays would keep every gap at 0.4 or more
+
+
+async def _failure_times(
+    name: str, port: int, timing: Timing, *, seconds: float, seed: int | None = None
+) -> list[float]:
+    """When host ``name`` at a refused ``port`` is reported unreachable, over ``seconds``."""
+    fleet = Fleet(fleet_config([(name, f"qemu+tcp://127.0.0.1:{port}/system")], timing=timing))
+    if seed is not None:
+        fleet.session(name).chance = random.Random(seed)
     errors: list[float] = []
     fleet.subscribe(
         lambda e: (
@@ -150,14 +189,10 @@ async def test_unreachable_host_is_retried_with_backoff(tmp_path: Path) -> None:
     )
     await fleet.start()
     try:
-        await asyncio.sleep(1.6)
+        await asyncio.sleep(seconds)
     finally:
         await fleet.aclose()
-    gaps = [b - a for a, b in itertools.pairwise(errors)]
-    # 0.1, 0.2, 0.4, 0.4, ...: doubling, then capped.
-    assert len(errors) >= 4
-    assert gaps[0] < gaps[1] < gaps[2] + 0.05
-    assert max(gaps) < 0.4 + 0.3
+    return errors
 
 
 async def test_events_within_one_connection_update_without_polling(tmp_path: Path) -> None:

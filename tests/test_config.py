@@ -285,6 +285,13 @@ BAD_FILES: list[tuple[str, str, int, str | None, str]] = [
         "timing.backoff_max",
         "backoff_max must be >= backoff_initial",
     ),
+    (
+        "timing-jitter",
+        GOOD_HOST + "timing:\n  backoff_jitter: 1.5\n",
+        5,
+        "timing.backoff_jitter",
+        "must be between 0 and 1, got 1.5",
+    ),
     ("timing-list", GOOD_HOST + "timing: [1]\n", 4, "timing", "expected a mapping"),
     (
         "graceful-unknown",

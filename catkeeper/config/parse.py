@@ -51,6 +51,7 @@ _ZERO_MEANS_OFF = frozenset(
         "sweep_interval",
         "per_vm_calls",
         "shared_workers",
+        "backoff_jitter",
     )
     # 0: off/auto/none
 )
@@ -120,6 +121,8 @@ def _numbers(r: Reader, node: Node | None, key: str, default: _D) -> _D:
                 r.fail(vnode, where, f"must be >= 0, got {v}")
         elif v <= 0:
             r.fail(vnode, where, f"must be > 0, got {v}")
+        if name == "backoff_jitter" and v > 1:
+            r.fail(vnode, where, f"must be between 0 and 1, got {v}")
         values[name] = v if kinds[name] == "int" else float(v)
     result = dataclasses.replace(default, **values)
     if isinstance(result, Timing) and result.backoff_max < result.backoff_initial:

@@ -78,6 +78,7 @@ class Timing:
     stats_interval: float = 10.0
     backoff_initial: float = 1.0  # first reconnect delay (a quarter of it after a drop)
     backoff_max: float = 60.0  # reconnect delays double up to this
+    backoff_jitter: float = 0.5  # each delay is cut by up to this share of it, at random
     keepalive_interval: int = 5  # libvirt keepalive, where the driver supports it
     keepalive_count: int = 3
     workers_per_host: int = 8  # most threads one host may use for parallel calls (bench/remote)

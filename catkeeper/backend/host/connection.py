@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -92,6 +93,7 @@ class HostConnection:
             idle_timeout=timing.worker_idle,
         )
         self._attempt: Attempt | None = None  # the connection attempt still in flight
+        self.chance = random.Random()  # draws the backoff's jitter; a test seeds its own
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._settled = asyncio.Event()
@@ -170,7 +172,12 @@ class HostConnection:
             delay = self.timing.backoff_initial / DROP_RETRY_DIVISOR
 
     async def _back_off(self, delay: float) -> None:
-        """Sleep ``delay`` before the next attempt, or less if the one in flight answers."""
+        """Sleep ``delay`` less up to ``backoff_jitter`` of it before the next attempt, or
+        less if the one in flight answers. Exact delays can lock in step with a host that
+        flaps: at 60 s against a 30 s down / 30 s up flap, every retry fell in a down half
+        (the soak's flapping hosts stayed down 2.5 minutes); and they bunch a fleet's
+        retries after a shared outage."""
+        delay *= 1 - self.timing.backoff_jitter * self.chance.random()
         attempt = self._attempt
         if attempt is not None and attempt.future is not None and not attempt.future.done():
             await asyncio.wait([attempt.future], timeout=delay)
