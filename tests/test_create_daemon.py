@@ -19,6 +19,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from catkeeper.backend import audit
+from catkeeper.backend.audit.store import read_ring
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.vm import cloudinit, netinstall, storage
 from catkeeper.backend.vm.create import (
@@ -124,6 +126,13 @@ async def test_create_from_image_makes_an_overlay_and_boots(fleet: Fleet, lab: L
     steps = [p.step for p in seen]
     assert steps[0] == "check the host" and "create the disk" in steps
     assert "define the VM" in steps and steps[-1] == "done"
+    # Its history starts with who made it from what, on the host (running and defined
+    # copies) and in the local log.
+    made = ("create", f"from image {image} (overlay)")
+    for flags in (libvirt.VIR_DOMAIN_AFFECT_LIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG):
+        assert [(e.action, e.detail) for e in read_ring(dom, flags)] == [made]
+    local = [(d["action"], d["detail"]) for d in audit.read_local() if d["uuid"] == created.uuid]
+    assert local == [made]
 
 
 async def test_bad_input_is_refused_before_anything_is_made(fleet: Fleet, lab: Lab) -> None:
@@ -168,6 +177,7 @@ async def test_a_failing_step_removes_what_earlier_steps_made(fleet: Fleet, lab:
     with pytest.raises(libvirt.libvirtError) as gone:
         lab.conn.lookupByName(spec.name)
     assert gone.value.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+    assert [d for d in audit.read_local() if d["vm"] == spec.name] == []  # nothing was made
 
 
 async def test_blank_disk_and_iso_boots_from_the_cdrom(fleet: Fleet, lab: Lab) -> None:

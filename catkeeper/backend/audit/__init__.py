@@ -1,7 +1,7 @@
 """Who changed this VM, when, and how: an audit trail kept on the host itself.
 
 Every change catkeeper makes to a VM (power actions, reservation writes, XML edits, rename,
-clone, snapshots) appends ``{when, who, action, detail}`` to a ring of the last 50 entries
+create, clone, snapshots) appends ``{when, who, action, detail}`` to a ring of the last 50 entries
 in the domain's ``<metadata>``, under catkeeper's own namespace
 (``https://catkeeper.dev/xmlns/audit/1``, apart from the reservation element). The host is
 the source of truth, so every user's catkeeper, and ``virsh metadata``, see the same

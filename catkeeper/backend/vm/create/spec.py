@@ -60,6 +60,17 @@ Source = ImageSource | CloudInitSource | NetInstallSource | IsoSource
 SOURCE_KINDS = ("image", "cloud-init", "netinstall", "iso")
 
 
+def source_text(source: Source) -> str:
+    """What a VM was made from, for its history: "from image /x.qcow2 (overlay)"."""
+    if isinstance(source, ImageSource):
+        return f"from image {source.image} ({'copy' if source.copy else 'overlay'})"
+    if isinstance(source, CloudInitSource):
+        return f"from cloud image {source.image} with a cloud-init seed"
+    if isinstance(source, NetInstallSource):
+        return f"network install from {source.url}"
+    return f"blank disk, installer ISO {source.iso}"
+
+
 @dataclass(frozen=True)
 class CreateSpec:
     host: str

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import libvirt
 
+from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import BackendError, describe
 from catkeeper.backend.fleet import Fleet
@@ -31,6 +32,7 @@ from catkeeper.backend.vm.create.spec import (
     IsoSource,
     NetInstallSource,
     hostname,
+    source_text,
     validate,
 )
 
@@ -49,7 +51,7 @@ async def create_vm(
     session = fleet.writable(spec.host, attempt)
     run = Run(session=session, spec=spec, say=on_progress or (lambda _p: None), attempt=attempt)
     try:
-        return await _create(run)
+        created = await _create(run)
     except BaseException as exc:
         removed = await run.rollback()
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
@@ -68,6 +70,9 @@ async def create_vm(
         raise CreateError(
             f"{attempt}: step '{run.step}' failed: {why}{tail}", step=run.step, code=code
         ) from exc
+    if created.vm is not None:  # after the rollback's reach: recording never undoes it
+        await audit.record(fleet, created.vm, "create", source_text(spec.source))
+    return created
 
 
 async def _create(run: Run) -> Created:
