@@ -720,6 +720,7 @@ class Options:
     restart_libvirtd: bool
     seed: int
     src: Path | None
+    slow_ms: float | None = None
 
 
 @dataclass
@@ -919,13 +920,14 @@ class Soak:
         )
         exe = [sys.executable, str(launcher)]
         src = [f"PYTHONPATH={o.src}"] if o.src is not None else []
+        slow = [f"CATKEEPER_LOOPLAG_SLOW={o.slow_ms:g}"] if o.slow_ms is not None else []
         lag = self.out / "looplag.log"
         lag.unlink(missing_ok=True)
         (self.out / "catkeeper.log").unlink(missing_ok=True)
         command = " ".join(
             shlex.quote(a)
             for a in [
-                "exec", "env", f"CATKEEPER_LOOPLAG={lag}", "TERM=xterm-256color", *src,
+                "exec", "env", f"CATKEEPER_LOOPLAG={lag}", "TERM=xterm-256color", *src, *slow,
                 *exe, "--config", str(self.out / "config.yaml"),
                 "--log", str(self.out / "catkeeper.log"),
             ]
@@ -1443,9 +1445,28 @@ class Soak:
                 f"{max(r.fds or 0 for r in rows)}, sockets {max(r.sockets or 0 for r in rows)}, "
                 f"child processes {max(r.children or 0 for r in rows)}"
             )
+        lines.extend(self.slow_callbacks())
         for note in self.notes:
             add(f"note: {note}")
         return "\n".join(lines)
+
+    def slow_callbacks(self, most: int = 12) -> list[str]:
+        """The slowest loop callbacks catkeeper logged (``--slow-callbacks``), with when."""
+        try:
+            text = (self.out / "looplag.log").read_text(errors="replace")
+        except OSError:
+            return []
+        slow = []
+        for line in text.splitlines():
+            parts = line.split(maxsplit=3)
+            if len(parts) == 4 and parts[1] == "slow":
+                slow.append((float(parts[2]), float(parts[0]) - self.t0, parts[3]))
+        if not slow:
+            return []
+        out = [f"slow callbacks: {len(slow)} (slowest first, t = seconds since launch):"]
+        for took, t, what in sorted(slow, reverse=True)[:most]:
+            out.append(f"  {took:7.1f} ms  t={t:7.1f}s  {what}")
+        return out
 
     def plot(self) -> Path | None:
         try:
@@ -1584,6 +1605,13 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     p.add_argument("--no-sweep", action="store_true", help="no active sweeps (no namespace)")
     p.add_argument("--backoff-max", type=float, help="timing.backoff_max (default catkeeper's)")
     p.add_argument("--no-restart", action="store_true", help="never restart libvirtd")
+    p.add_argument(
+        "--slow-callbacks",
+        type=float,
+        metavar="MS",
+        help="catkeeper names its loop callbacks that take MS or more (a diagnosis: it times "
+        "every callback); the summary lists the slowest",
+    )
     p.add_argument("--size", default="200x60", help="terminal WIDTHxHEIGHT")
     p.add_argument("--out", type=Path, help="output directory (default bench/out/soak-DATE)")
     p.add_argument("--seed", type=int, default=0)
@@ -1612,6 +1640,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         libvirt_interval=a.libvirt_interval, no_sweep=a.no_sweep, backoff_max=a.backoff_max,
         width=width, height=height, out=out.resolve(), restart_libvirtd=not a.no_restart,
         seed=a.seed, src=a.catkeeper_src.resolve() if a.catkeeper_src else None,
+        slow_ms=a.slow_callbacks,
     )  # fmt: skip
 
 

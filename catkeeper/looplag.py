@@ -8,12 +8,19 @@ repaints wait just as long. ``bench/soak.py`` sets the variable and reads the fi
     CATKEEPER_LOOPLAG=/tmp/lag.log catkeeper          # one line per tick
     CATKEEPER_LOOPLAG_INTERVAL=0.1                    # seconds between ticks (default 0.05)
 
+    CATKEEPER_LOOPLAG_SLOW=100                        # also name callbacks over 100 ms
+
 Each line is ``MONOTONIC LAG_MS``: the loop's clock (``time.monotonic``, the same clock in
 every process on the machine) when the timer ran, and how many milliseconds after its due
 time. The next tick is due ``interval`` after this one ran (no catching up, so one stall is
 one late tick). Lines are buffered and written once a second; the cost is one timer callback
 per tick (20 a second by default), well under 0.1 % of a core. Off unless the variable is
 set; nothing here imports Textual, so any asyncio program can use it.
+
+With ``CATKEEPER_LOOPLAG_SLOW=MS``, every callback of the loop that runs at least that long
+adds a line ``MONOTONIC slow TOOK_MS WHAT`` (WHAT: the task's name and coroutine, or the
+callback): which turn held the loop, where a lag figure alone only says that one did. It
+times every callback (two clock reads each), so it is for finding a stall, not for figures.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ import asyncio
 import atexit
 import contextlib
 import os
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
 ENV = "CATKEEPER_LOOPLAG"
 ENV_INTERVAL = "CATKEEPER_LOOPLAG_INTERVAL"
+ENV_SLOW = "CATKEEPER_LOOPLAG_SLOW"
 DEFAULT_INTERVAL = 0.05
 FLUSH_EVERY = 1.0  # seconds between writes to the file
 
@@ -41,6 +50,8 @@ class LoopLagLog:
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
         self._ticks: list[tuple[float, float]] = []
+        self._slow: list[str] = []
+        self._unwrapped: Any = None  # Handle._run before watch_slow_callbacks wrapped it
         self._flushed = 0.0
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> LoopLagLog:
@@ -65,16 +76,38 @@ class LoopLagLog:
             self._flushed = now
         self._schedule(now)
 
+    def watch_slow_callbacks(self, threshold: float) -> None:
+        """Log each loop callback that runs ``threshold`` seconds or more (see the module doc).
+
+        asyncio has no hook for this short of debug mode, whose bookkeeping (a traceback per
+        handle made) would distort the stall being looked for: ``Handle._run`` is wrapped."""
+        slow = self._slow
+        run = self._unwrapped = asyncio.Handle._run
+
+        def timed(handle: asyncio.Handle) -> None:
+            t0 = time.monotonic()
+            run(handle)
+            took = time.monotonic() - t0
+            if took >= threshold:
+                slow.append(f"{t0 + took:.4f} slow {took * 1000:.1f} {_what(handle)}\n")
+
+        asyncio.Handle._run = timed  # type: ignore[method-assign,assignment]
+
     def flush(self) -> None:
-        if self._out is None or not self._ticks:
+        if self._out is None or not (self._ticks or self._slow):
             return
         ticks, self._ticks = self._ticks, []
-        text = "".join(f"{at:.4f} {late * 1000:.2f}\n" for at, late in ticks)
+        slow = self._slow[:]
+        del self._slow[:]  # the same list the timed callbacks append to
+        text = "".join(f"{at:.4f} {late * 1000:.2f}\n" for at, late in ticks) + "".join(slow)
         with contextlib.suppress(OSError):  # a full disk must not take the app down
             self._out.write(text)
             self._out.flush()
 
     def stop(self) -> None:
+        if self._unwrapped is not None:
+            asyncio.Handle._run = self._unwrapped  # type: ignore[method-assign]
+            self._unwrapped = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
@@ -82,6 +115,16 @@ class LoopLagLog:
         if self._out is not None:
             self._out.close()
             self._out = None
+
+
+def _what(handle: asyncio.Handle) -> str:
+    """A callback as a person can place it: a task by its name and coroutine."""
+    callback: Any = getattr(handle, "_callback", None)
+    task = getattr(callback, "__self__", None)
+    if isinstance(task, asyncio.Task):
+        coro: Any = task.get_coro()
+        return f"task {task.get_name()!r} {getattr(coro, '__qualname__', coro)}"
+    return " ".join(repr(handle).split())[:200]
 
 
 def start_from_env() -> LoopLagLog | None:
@@ -94,6 +137,9 @@ def start_from_env() -> LoopLagLog | None:
     except ValueError:
         interval = DEFAULT_INTERVAL
     try:
-        return LoopLagLog(path, interval).start()
+        lag = LoopLagLog(path, interval).start()
     except OSError:
         return None  # an unwritable path must not stop the app from starting
+    with contextlib.suppress(ValueError):
+        lag.watch_slow_callbacks(float(os.environ.get(ENV_SLOW, "")) / 1000)
+    return lag

@@ -22,3 +22,28 @@ async def test_each_tick_is_logged_with_its_lateness(tmp_path: Path) -> None:
     assert all(late >= 0 for _at, late in rows)
     assert [at for at, _late in rows] == sorted(at for at, _late in rows)
     assert max(late for _at, late in rows) >= 100  # milliseconds
+
+
+async def test_a_slow_callback_is_named_with_how_long_it_held_the_loop(tmp_path: Path) -> None:
+    path = tmp_path / "lag.log"
+    probe = LoopLagLog(str(path), interval=0.01).start()
+    probe.watch_slow_callbacks(0.08)
+
+    async def hog() -> None:
+        await asyncio.sleep(0.02)
+        time.sleep(0.12)  # holds the loop inside one step of this task
+
+    try:
+        await asyncio.sleep(0.05)  # quick callbacks only: none of them is logged
+        await asyncio.create_task(hog(), name="the hog")
+        await asyncio.sleep(0.05)
+    finally:
+        probe.stop()
+    assert asyncio.Handle._run.__name__ == "_run"  # stop() took the wrapper off again
+    slow = [line.split(maxsplit=3) for line in path.read_text().splitlines() if " slow " in line]
+    assert len(slow) == 1, slow
+    _at, _word, took, what = slow[0]
+    assert 110 <= float(took) < 1000
+    assert what == f"task 'the hog' {hog.__qualname__}"
+    ticks = [line for line in path.read_text().splitlines() if " slow " not in line]
+    assert all(len(line.split()) == 2 for line in ticks)  # the soak's reader skips the rest
