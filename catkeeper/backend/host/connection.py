@@ -172,10 +172,10 @@ class HostConnection:
             delay = self.timing.backoff_initial / DROP_RETRY_DIVISOR
 
     async def _back_off(self, delay: float) -> None:
-        """Sleep ``delay`` less up to ``backoff_jitter`` of it before the next attempt, or
-        less if the one in flight answers. Exact delays can lock in step with a host that
-        flaps: at 60 s against a 30 s down / 30 s up flap, every retry fell in a down half
-        (the soak's flapping hosts stayed down 2.5 minutes); and they bunch a fleet's
+        """Sleep before the next attempt: ``delay`` cut at random by up to ``backoff_jitter``
+        of it, or less if the attempt in flight answers. Exact delays can lock in step with
+        a host that flaps: at 60 s against a 30 s down / 30 s up flap every retry fell in a
+        down half (two soak hosts stayed down 2.5 minutes); and they bunch a fleet's
         retries after a shared outage."""
         delay *= 1 - self.timing.backoff_jitter * self.chance.random()
         attempt = self._attempt
