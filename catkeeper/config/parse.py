@@ -55,6 +55,8 @@ _ZERO_MEANS_OFF = frozenset(
     )
     # 0: off/auto/none
 )
+# Shares of something, 0 to 1.
+_FRACTIONS = frozenset(("backoff_jitter",))
 _HOST_KEYS = ("name", "uri", "ssh", "tags", "subnets", "readonly", "libvirt_transport")
 _SSH_KEYS = ("host", "user", "port", "key", "known_hosts", "accept_unknown_host_key")
 
@@ -121,7 +123,7 @@ def _numbers(r: Reader, node: Node | None, key: str, default: _D) -> _D:
                 r.fail(vnode, where, f"must be >= 0, got {v}")
         elif v <= 0:
             r.fail(vnode, where, f"must be > 0, got {v}")
-        if name == "backoff_jitter" and v > 1:
+        if name in _FRACTIONS and v > 1:
             r.fail(vnode, where, f"must be between 0 and 1, got {v}")
         values[name] = v if kinds[name] == "int" else float(v)
     result = dataclasses.replace(default, **values)
