@@ -149,7 +149,7 @@ async def test_unreachable_host_is_retried_with_backoff(tmp_path: Path) -> None:
     assert max(gaps) < 0.4 + 0.3
 
 
-async def test_reconnect_delays_are_cut_at_random_by_up_to_the_jitter(tmp_path: Path) -> None:
+async def test_reconnect_delays_are_cut_at_random_by_up_to_the_jitter() -> None:
     """Each delay is drawn between (1 - backoff_jitter) and all of the nominal one, so
     retries fall out of step with a host that flaps at their own period. The session's
     random source is seeded here: the draws are known, the gaps follow them."""
