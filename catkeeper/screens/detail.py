@@ -103,7 +103,7 @@ def last_used(staleness: Staleness | None, vm: VM, now: float) -> Text | None:
 def describe_vm(
     vm: VM,
     host: Host | None,
-    history: list[tuple[float, VmState]],
+    history: Sequence[tuple[float, VmState]],
     now: float,
     stage: str | None = None,
     sightings: Sequence[IpSighting] | None = None,
@@ -228,7 +228,7 @@ class DetailScreen(Screen[None]):
         vm: VM,
         *,
         host: Host | None,
-        history: list[tuple[float, VmState]],
+        history: Callable[[], Sequence[tuple[float, VmState]]],
         fetch_xml: XmlFetcher,
         clock: fmt.Clock = time.time,
         sightings: SightingsOf | None = None,
@@ -244,7 +244,7 @@ class DetailScreen(Screen[None]):
         self.key = key
         self.vm = vm
         self.host = host
-        self.history = history  # the store's own list: it grows as events arrive
+        self.history = history  # read at each render: it grows as events arrive
         self._fetch_xml = fetch_xml
         self._clock = clock
         self._sightings = sightings
@@ -289,7 +289,7 @@ class DetailScreen(Screen[None]):
         now = self._clock()
         used = last_used(self._staleness, self.vm, now)
         body = describe_vm(
-            self.vm, self.host, self.history, now, self._stage, seen, conflicts, used
+            self.vm, self.host, self.history(), now, self._stage, seen, conflicts, used
         )
         self.query_one("#info", Static).update(body)
 

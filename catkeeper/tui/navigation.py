@@ -46,7 +46,7 @@ class Navigation:
             key,
             host.store.vms.get(key, vm),
             host=host.store.hosts.get(vm.host),
-            history=host.store.history.setdefault(key, []),
+            history=lambda: host.store.history(key),
             fetch_xml=lambda v: domain_xml(host.fleet, v),
             clock=host.clock,
             sightings=host.ipscan.book.all_sightings,

@@ -38,6 +38,7 @@ from catkeeper.backend.host.reads import (
 )
 from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
 from catkeeper.backend.memory import release_freed_memory
+from catkeeper.backend.small_index import index_add, index_discard
 from catkeeper.backend.stats import HostStats, fold_sampler, start_polling
 from catkeeper.backend.turns import map_in_turns
 from catkeeper.backend.worker import ThreadBudget
@@ -90,7 +91,7 @@ class HostSession(HostConnection):
         self.decorate: Callable[[VM], VM] | None = None
         # MAC → UUIDs of the VMs that had it when decorated: new IP sightings redecorate
         # those, not every VM of the host (checked on use, so a stale entry costs nothing).
-        self._by_mac: dict[str, set[str]] = {}
+        self._by_mac: dict[str, tuple[str, ...]] = {}  # backend/small_index.py
         self._degraded_reason: str | None = None
         # Domain handles whose XML a reconnect took from before the drop, to read again.
         self._recheck: dict[str, Any] = {}
@@ -362,7 +363,7 @@ class HostSession(HostConnection):
 
     def _decorated(self, vm: VM) -> VM:
         for nic in vm.nics:
-            self._by_mac.setdefault(nic.mac, set()).add(vm.uuid)
+            index_add(self._by_mac, nic.mac, vm.uuid)
         return self.decorate(vm) if self.decorate is not None else vm
 
     def redecorate_macs(self, macs: Iterable[str]) -> None:
@@ -374,22 +375,17 @@ class HostSession(HostConnection):
             self._by_mac = {}
             for known in self.vms.values():
                 for nic in known.nics:
-                    self._by_mac.setdefault(nic.mac, set()).add(known.uuid)
+                    index_add(self._by_mac, nic.mac, known.uuid)
         for mac in macs:
-            owners = self._by_mac.get(mac)
-            if owners is None:
-                continue
-            for uuid in list(owners):
+            for uuid in self._by_mac.get(mac, ()):
                 vm = self.vms.get(uuid)
                 if vm is None or all(nic.mac != mac for nic in vm.nics):
-                    owners.discard(uuid)  # gone, or its NIC changed since
+                    index_discard(self._by_mac, mac, uuid)  # gone, or its NIC changed since
                     continue
                 new = self._decorated(vm)
                 if new != vm:
                     self.vms[uuid] = new
                     self._emit(VmChanged(new))
-            if not owners:
-                del self._by_mac[mac]
 
     def redecorate(self) -> None:
         """Apply ``decorate`` again to every VM (when the scanner attaches); emit changes."""

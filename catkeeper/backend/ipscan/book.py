@@ -27,6 +27,7 @@ from catkeeper.backend.ipscan.results import (
     normalize_mac,
     usable_address,
 )
+from catkeeper.backend.small_index import index_add, index_discard
 from catkeeper.model import VM, IpSighting
 from catkeeper.model import best_ip as best_ip  # moved to the model; kept importable here
 
@@ -93,7 +94,7 @@ class IpBook:
         self._by_mac: dict[str, dict[str, dict[_Key, IpSighting]]] = {}  # mac → ip → who
         # ip → the MACs with a sighting of it: which MACs a segment answer can move an
         # address away from, without walking every MAC of the fleet per answer.
-        self._macs_at: dict[str, set[str]] = {}
+        self._macs_at: dict[str, tuple[str, ...]] = {}  # backend/small_index.py
         self.results: dict[tuple[str, str, str], SourceResult] = {}  # (host, source, scope)
         self.revision = 0  # bumped on every change, for cheap "anything new?" checks
         # MACs whose addresses changed since take_dirty(): only their VMs need redecorating,
@@ -131,7 +132,7 @@ class IpBook:
                 s = dataclasses.replace(s, mac=mac, ip=ip)
             by_ip = self._by_mac.setdefault(mac, {})
             if ip not in by_ip:
-                self._macs_at.setdefault(ip, set()).add(mac)
+                index_add(self._macs_at, ip, mac)
             who = by_ip.setdefault(ip, {})
             old = who.get((s.source, host))
             if old is not None and old.seen_at > s.seen_at:
@@ -213,20 +214,13 @@ class IpBook:
                         changed = True
                 if not who:
                     del by_ip[ip]
-                    self._forget_holder(ip, mac)
+                    index_discard(self._macs_at, ip, mac)
             if not by_ip:
                 del self._by_mac[mac]
                 self._news_at.pop(mac, None)
         if changed:
             self.revision += 1
         return changed
-
-    def _forget_holder(self, ip: str, mac: str) -> None:
-        macs = self._macs_at.get(ip)
-        if macs is not None:
-            macs.discard(mac)
-            if not macs:
-                del self._macs_at[ip]
 
     def forget_vm(self, host: str, uuid: str) -> None:
         """A VM left its host: its per-VM answers go (its MACs' sightings age as usual).
