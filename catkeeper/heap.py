@@ -65,6 +65,7 @@ class FrozenHeap:
         self.full_passes = 0  # full passes the collector made itself since start()
         self.freezes = 0  # of which slow ones, whose survivors were frozen
         self.last_full_ms: float | None = None
+        self.last_found = 0  # unreachable objects the last full_collect() found and freed
         self._baseline = 0  # objects frozen right after everything was last collected
         self._frozen = 0  # objects frozen when last counted …
         self._counted_after = 0  # … which was after this many freezes
@@ -114,7 +115,7 @@ class FrozenHeap:
             gc.callbacks.remove(self._after_pass)
         try:
             gc.unfreeze()
-            gc.collect()
+            self.last_found = gc.collect()
         finally:
             if self._on:
                 gc.freeze()
@@ -135,7 +136,10 @@ class FrozenHeap:
             await asyncio.sleep(self.check_every)
             if self.due():
                 took = self.full_collect()
-                log.debug("full collection: %.0f ms after %d freezes", took, self.freezes)
+                log.info(
+                    "full collection: %.0f ms, freed %d objects, %d kept (%d freezes)",
+                    took, self.last_found, self._baseline, self.freezes,
+                )  # fmt: skip
 
     def _after_pass(self, phase: str, info: dict[str, Any]) -> None:
         # Runs inside the collector, on whichever thread allocated: only cheap list moves.

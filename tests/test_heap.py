@@ -122,6 +122,7 @@ def test_a_frozen_cycle_that_became_garbage_is_freed_by_the_full_collection(
     took = heap.full_collect()
     assert gone() is None  # the periodic full collection does
     assert took >= 0 and heap.last_full_ms == took
+    assert heap.last_found >= 2  # the cycle's two objects, at least
     assert gc.get_freeze_count() > 0 and heap._after_pass in gc.callbacks  # still on
 
 
