@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -263,6 +264,31 @@ async def test_idle_threads_hold_no_result_and_end() -> None:
         await until(released, 5, "an idle worker thread lets go of its last result")
         assert executor.threads == 1
         await until(lambda: executor.threads == 0, 10, "idle thread ends")
+    finally:
+        executor.shutdown()
+
+
+async def test_a_failed_call_hands_over_its_error_but_not_its_locals() -> None:
+    class Handles:  # stands for a listing's domain handles, each holding its connection
+        pass
+
+    executor = HostExecutor("t", 2, budget=ThreadBudget(1))
+    loop = asyncio.get_running_loop()
+    refs: list[weakref.ref[Handles]] = []
+
+    def listing() -> None:
+        handles = Handles()
+        refs.append(weakref.ref(handles))
+        raise RuntimeError("the host went away mid-call")
+
+    try:
+        with pytest.raises(RuntimeError) as caught:
+            await loop.run_in_executor(executor, listing)
+        # Still holding the error, as an awaiting frame or a failed future does.
+        assert "went away" in str(caught.value) and caught.value.__traceback__ is not None
+        assert refs[0]() is None  # no collection needed: nothing holds the handles
+        lines = "".join(traceback.format_tb(caught.value.__traceback__))
+        assert "in listing" in lines and "raise RuntimeError" in lines  # where it failed
     finally:
         executor.shutdown()
 
