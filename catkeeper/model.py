@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
 
+from catkeeper.values import Value
+
 
 class HostState(StrEnum):
     CONNECTING = "connecting"
@@ -44,14 +46,14 @@ class VmState(StrEnum):
 
 
 @dataclass(frozen=True)
-class Capacity:
+class Capacity(Value):
     cpus: int
     memory_kib: int
     free_memory_kib: int | None = None
 
 
 @dataclass(frozen=True)
-class Host:
+class Host(Value):
     name: str
     uri: str
     state: HostState = HostState.CONNECTING
@@ -68,7 +70,7 @@ class Host:
 
 
 @dataclass(frozen=True)
-class Nic:
+class Nic(Value):
     mac: str
     type: str  # network, bridge, direct, user, ...
     source: str | None = None  # network or bridge name
@@ -77,7 +79,7 @@ class Nic:
 
 
 @dataclass(frozen=True)
-class Graphics:
+class Graphics(Value):
     type: str  # vnc, spice, ...
     port: int | None = None  # None while autoport has not assigned one
     listen: str | None = None
@@ -90,7 +92,7 @@ class Graphics:
 
 
 @dataclass(frozen=True)
-class Disk:
+class Disk(Value):
     target: str
     device: str  # disk, cdrom, floppy, lun
     type: str  # file, block, volume, network
@@ -100,7 +102,7 @@ class Disk:
 
 
 @dataclass(frozen=True)
-class Reservation:
+class Reservation(Value):
     owner: str
     note: str = ""
     since: float | None = None
@@ -118,7 +120,7 @@ class Reservation:
 
 
 @dataclass(frozen=True)
-class IpSighting:
+class IpSighting(Value):
     mac: str
     ip: str
     prefix: int | None
@@ -127,7 +129,7 @@ class IpSighting:
 
 
 @dataclass(frozen=True)
-class VM:
+class VM(Value):
     host: str
     name: str
     uuid: str
@@ -185,7 +187,7 @@ FINAL_STAGES: frozenset[str] = frozenset({"stopped", "cancelled", "failed"})
 
 
 @dataclass(frozen=True)
-class StopProgress:
+class StopProgress(Value):
     ref: str
     stage: Stage
     deadline: float | None  # the stop's monotonic clock when the current wait ends; None: none

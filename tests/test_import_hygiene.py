@@ -125,6 +125,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "catkeeper.logsetup",
     ),
     ("catkeeper.model", "catkeeper.config"),
+    ("catkeeper.values",),
     ("catkeeper",),
 )
 

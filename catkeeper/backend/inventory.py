@@ -10,10 +10,11 @@ from typing import Any, overload
 
 from catkeeper.backend.reservations.metadata import from_metadata
 from catkeeper.model import VM, Disk, Graphics, Nic, Reservation, VmState
+from catkeeper.values import Value
 
 
 @dataclass(frozen=True)
-class StaticInfo:
+class StaticInfo(Value):
     """What the domain XML says: changes only on define/device/metadata events."""
 
     name: str

@@ -11,6 +11,8 @@ from typing import Any
 
 import libvirt
 
+from catkeeper.values import Value
+
 LIST_NETWORKS = "networks"  # scope of the lease source's listing call
 DOMAINS = "domains"  # the listAllDomains a pass makes when it has per-VM calls to make
 # "No such call here" (the test driver, a daemon older than the call): not a failure.
@@ -18,7 +20,7 @@ _UNSUPPORTED = frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_
 
 
 @dataclass(frozen=True)
-class Call:
+class Call(Value):
     """One request a scan made: a libvirt call or a remote command."""
 
     source: str  # lease, neigh, agent, arp, sweep-…, or "domains" (handles for per-VM calls)

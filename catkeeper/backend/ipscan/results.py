@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from catkeeper.model import IpSighting
+from catkeeper.values import Value
 
 # Source names, as they appear in IpSighting.source and in JSON.
 AGENT = "agent"  # qemu guest agent, via libvirt
@@ -28,7 +29,7 @@ LIBVIRT_SOURCES = (AGENT, LEASE, ARP)
 
 
 @dataclass(frozen=True)
-class SourceResult:
+class SourceResult(Value):
     """One source's answer for one scope (a VM, a subnet, a whole neighbour table)."""
 
     host: str  # the host whose point of view this is
