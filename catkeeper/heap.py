@@ -25,7 +25,7 @@ by reference counting when dropped; only a reference cycle among them would be k
   only after one.
 
 Since then the fleet's values (``catkeeper/values.py``) are out of the collector's sight
-altogether: at 10k VMs a full collection walks ~88,000 objects instead of ~196,000 (50-75 ms
+altogether: at 10k VMs a full collection walks ~88,000 objects instead of ~196,000 (55-75 ms
 instead of 140-190 in a Pilot load; it was 330-390 ms in the soak), and a remade VM no longer
 adds to the frozen objects.
 

@@ -2,7 +2,9 @@
 
 Every class is a frozen dataclass of JSON-native values (str, int, float, bool, None,
 tuples and nested dataclasses), so ``dataclasses.asdict`` output goes to ``json.dumps``
-as is and the table and the JSON can never disagree. Times are Unix epoch seconds (UTC).
+as is and the table and the JSON can never disagree. Each is also a ``Value``
+(``catkeeper/values.py``): kept out of the cycle collector's walks, which that rule makes safe.
+Times are Unix epoch seconds (UTC).
 """
 
 from __future__ import annotations

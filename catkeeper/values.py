@@ -8,7 +8,7 @@ immutable and hold no containers that could), so reference counting alone frees 
 collector walks it anyway, because every instance of a Python class is "tracked": at
 20 hosts x 500 VMs these values were two thirds of the references a full collection walked
 (196,000 tracked objects, 1.25 million references, 140-190 ms with the GIL held; with the
-values and their tuples untracked 88,000 and 0.5 million, 50-60 ms; measured in a Pilot
+values and their tuples untracked 88,000 and 0.53 million, 55-75 ms; measured in a Pilot
 load on a 2-core machine).
 
 :class:`Value` untracks each instance when it is made (``PyObject_GC_UnTrack``, CPython's own
