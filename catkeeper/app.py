@@ -31,6 +31,7 @@ from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.scheduler import IpScanner
 from catkeeper.backend.stale import Staleness
 from catkeeper.backend.stats import FleetStats
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.config import Config, current_user
 from catkeeper.heap import FrozenHeap
 from catkeeper.model import VM, StopProgress
@@ -176,21 +177,19 @@ class CatkeeperApp(App[int]):
             self._unsubscribe = None
         self.events.close()
         if self._disk_times is not None:
-            self._disk_times.cancel()
+            await cancel_and_wait(self._disk_times)
         if self.heap is not None:
             self.heap.stop()
         self.lifecycle.cancel_all()
         self.workers.cancel_group(self, "installs")
-        # Viewers and tunnels first (they ride on the hosts' ssh connections), then scans.
-        for closing in (self.consoles.aclose(), self.ipscan.aclose()):
+        # Viewers and tunnels first (they ride on the hosts' ssh connections), then scans,
+        # then the hosts: each bounded, so a hung host does not hold us up.
+        closings = ((self.consoles.aclose, 5), (self.ipscan.aclose, 5), (self.fleet.aclose, 2))
+        for close, bound in closings:
             try:
-                await asyncio.wait_for(closing, 5)
+                await within(close(), bound)
             except (TimeoutError, Exception) as exc:
-                log.info("closing consoles/scans: %s", describe(exc))
-        try:
-            await asyncio.wait_for(self.fleet.aclose(), 2)  # a hung host must not hold us up
-        except (TimeoutError, Exception) as exc:
-            log.info("closing the fleet: %s", describe(exc))
+                log.info("%s: %s", close.__qualname__, describe(exc))
 
     # ---- messages between the backend, the screens and the controllers -----------------------
 

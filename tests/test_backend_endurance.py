@@ -15,6 +15,7 @@ import contextlib
 import gc
 import itertools
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,6 +241,44 @@ async def test_a_hung_host_delays_no_other(tmp_path: Path) -> None:
     finally:
         release.set()
         await fleet.aclose()
+
+
+def _awaits(tasks: list[asyncio.Task[Any]]) -> list[str]:
+    """Where each task waits: its chain of coroutines, outermost first."""
+    chains = []
+    for task in tasks:
+        coro: Any = task.get_coro()
+        names = []
+        while coro is not None and hasattr(coro, "cr_frame"):
+            if coro.cr_frame is not None:
+                names.append(f"{coro.__qualname__}:{coro.cr_frame.f_lineno}")
+            coro = coro.cr_await
+        chains.append(" > ".join(names))
+    return chains
+
+
+async def test_closing_a_busy_session_at_any_moment_returns(tmp_path: Path) -> None:
+    """Closed at a random moment while its warm refresh and stats poll run back to back (a
+    worker's answer lands every few milliseconds), a session's close returns every time.
+    On Python 3.11 a cancel that met a worker's answer in one pass was lost in
+    ``asyncio.wait_for`` and the close waited forever: 9 closes in 1000 hung here before
+    (backend/timeouts.py); the flaky teardown of the ssh reconnect tests."""
+    (path,) = write_fleet(tmp_path, hosts=1, vms_per_host=10, seed=5)
+    timing = Timing(
+        connect_timeout=10, call_timeout=10, refresh_interval=0.001, stats_interval=0.001
+    )
+    chance = random.Random(11)
+    for cycle in range(400):
+        fleet = Fleet(fleet_config([(path.stem, f"test://{path}")], timing=timing))
+        await fleet.start()
+        assert await fleet.wait_settled(30)
+        await asyncio.sleep(chance.random() * 0.05)
+        closing = asyncio.ensure_future(fleet.aclose())
+        done, _ = await asyncio.wait({closing}, timeout=5)
+        if not done:
+            hosts = [t for t in asyncio.all_tasks() if t.get_name().startswith("host-")]
+            pytest.fail(f"close {cycle + 1} still waits after 5 s; host tasks at {_awaits(hosts)}")
+        closing.result()
 
 
 # --------------------------------------------------------------------------- the executor

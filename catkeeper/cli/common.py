@@ -32,6 +32,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from catkeeper.backend.timeouts import within
 from catkeeper.config import Config, current_user
 from catkeeper.model import VM, HostState, Reservation
 
@@ -136,7 +137,7 @@ async def running(
     finally:
         # Bounded: a hung host's close must not hold up the answer.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(fleet.aclose(), 2)
+            await within(fleet.aclose(), 2)
 
 
 @contextlib.asynccontextmanager

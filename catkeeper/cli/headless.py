@@ -15,6 +15,7 @@ from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
 from catkeeper.backend.stale import Staleness, gather_evidence
 from catkeeper.backend.stats.cli import stats_json, two_samples
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.cli.common import Exit, running
 from catkeeper.config import Config
 from catkeeper.config.views import sort_vms
@@ -88,7 +89,7 @@ async def collect(
                 # document.
                 budget = max(0.0, timeout - (time.monotonic() - started))
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(addresses), budget)
+                    await within(asyncio.shield(addresses), budget)
             if evidence is not None:
                 evidence.append(await gather_evidence(fleet, config.stale, clock))
             if stats:
@@ -96,10 +97,8 @@ async def collect(
             hosts = [_unsettled(h, timeout) for h in fleet.hosts()]
             vms = sorted(fleet.vms(), key=lambda v: (v.host, v.name))
         finally:
-            if addresses is not None and not addresses.done():
-                addresses.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await addresses
+            if addresses is not None:
+                await cancel_and_wait(addresses)
     now = clock()
     if vm_filter is not None:
         vms = [vm for vm in vms if vm_filter(vm, now)]

@@ -18,6 +18,7 @@ from catkeeper.backend.errors import BackendError, describe, error_code
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.model import VM, Stage, StopProgress, VmState
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ class GracefulStop:
             except _Outcome as outcome:
                 final = self._report(outcome.stage, None, outcome.message)
         finally:
-            poller.cancel()
             unsubscribe()
+            await cancel_and_wait(poller)
         await _refresh(session, self.vm)
         return final
 
@@ -217,7 +218,7 @@ class GracefulStop:
             if self._forced or remaining <= 0:
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), remaining)
+                await within(self._wake.wait(), remaining)
 
     def _check_stopped(self, when: str) -> None:
         if not self._stopped:

@@ -43,6 +43,7 @@ from catkeeper.backend.console.viewer_setup import (
     vv_file,
 )
 from catkeeper.backend.ssh import LocalSocketRelay, Tunnel
+from catkeeper.backend.timeouts import within
 from catkeeper.model import VM
 
 if TYPE_CHECKING:
@@ -157,15 +158,15 @@ class Console:
             with contextlib.suppress(ProcessLookupError):
                 viewer.process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(viewer.process.wait(), 3)
+                await within(viewer.process.wait(), 3)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     viewer.process.kill()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(viewer.process.wait(), 3)
+                    await within(viewer.process.wait(), 3)
         if self._watch is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(self._watch), 1)
+                await within(asyncio.shield(self._watch), 1)
         self._cleanup()
 
 

@@ -33,6 +33,7 @@ from catkeeper.backend.errors import CallTimeout, HostUnavailable, describe
 from catkeeper.backend.events import HostChanged, InventoryLoaded, Listener
 from catkeeper.backend.host.attempt import Attempt, close_quietly, effective_uri, open_connection
 from catkeeper.backend.ssh import LibvirtForward, SshTransport, carries_libvirt
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.backend.turns import map_in_turns
 from catkeeper.backend.worker import HostExecutor, ThreadBudget
 from catkeeper.config import HostConfig, Timing
@@ -133,9 +134,7 @@ class HostConnection:
 
     async def aclose(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_and_wait(self._task)
         attempt, self._attempt = self._attempt, None
         if attempt is not None:
             leftover = attempt.abandon()
@@ -193,7 +192,7 @@ class HostConnection:
         except RuntimeError:  # shut down: the session is closing
             raise HostUnavailable(f"{self.name} is closed") from None
         try:
-            return await asyncio.wait_for(future, timeout)
+            return await within(future, timeout)
         except TimeoutError:
             raise CallTimeout(f"{self.name}: {what} timed out after {timeout:g} s") from None
 
@@ -238,7 +237,7 @@ class HostConnection:
         if self.ssh is not None and carries_libvirt(self.cfg):
             # Open (or reuse) the host's ssh connection on this loop and forward a local
             # socket to the remote libvirt socket; the libvirt open stays on the worker.
-            forward = await asyncio.wait_for(
+            forward = await within(
                 self.ssh.forward_libvirt(uri=self.cfg.uri, readonly=self.readonly),
                 self.timing.connect_timeout + 2,
             )
@@ -270,7 +269,7 @@ class HostConnection:
         try:
             # shield: timing out stops the waiting, not the attempt; the next retry waits
             # for this same attempt instead of opening another socket on another thread.
-            conn = await asyncio.wait_for(asyncio.shield(attempt.future), timeout)
+            conn = await within(asyncio.shield(attempt.future), timeout)
         except TimeoutError:
             still = " (still waiting for an earlier attempt)" if earlier else ""
             raise CallTimeout(
@@ -366,7 +365,7 @@ class HostConnection:
             return
         if wait > 0:
             with contextlib.suppress(TimeoutError, Exception):
-                await asyncio.wait_for(future, wait)
+                await within(future, wait)
 
     # ---- what the inventory provides ------------------------------------------------------
 

@@ -40,6 +40,7 @@ from catkeeper.backend.inventory import StaticInfo, build_vm, live_figures
 from catkeeper.backend.memory import release_freed_memory
 from catkeeper.backend.small_index import index_add, index_discard
 from catkeeper.backend.stats import HostStats, fold_sampler, start_polling
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.backend.turns import map_in_turns
 from catkeeper.backend.worker import ThreadBudget
 from catkeeper.config import HostConfig, Timing
@@ -104,7 +105,7 @@ class HostSession(HostConnection):
 
     async def aclose(self) -> None:
         if self._stats_task is not None:
-            self._stats_task.cancel()
+            await cancel_and_wait(self._stats_task)
         await super().aclose()
 
     # ---- inventory ------------------------------------------------------------------------
@@ -278,7 +279,7 @@ class HostSession(HostConnection):
             await self._recheck_static()
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), interval if interval > 0 else None)
+                await within(self._lost.wait(), interval if interval > 0 else None)
             if self._lost.is_set():
                 await self._go_unreachable(self._lost_reason)
                 return

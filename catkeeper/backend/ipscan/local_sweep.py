@@ -36,6 +36,7 @@ from catkeeper.backend.ipscan import scapy_sweep
 from catkeeper.backend.ipscan.neigh import neigh_sweep
 from catkeeper.backend.ipscan.netinfo import MAX_ADDRESSES, local_subnets, plan
 from catkeeper.backend.ipscan.results import NEIGH, SWEEP_ARP, SourceResult
+from catkeeper.backend.timeouts import within
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ async def sweep_local(
         _sweep_executor(), functools.partial(sweep, host, subnets, options, report)
     )
     try:
-        return await asyncio.wait_for(job, timeout)
+        return await within(job, timeout)
     except TimeoutError:
         return _timed_out(host, subnets, timeout)
 
@@ -227,7 +228,7 @@ async def run_sweep_argv(argv: Sequence[str], *, timeout: float = 30.0) -> Child
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await within(proc.communicate(), timeout)
     except TimeoutError:
         proc.kill()  # our own child, by its handle
         await proc.wait()

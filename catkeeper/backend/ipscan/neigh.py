@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from catkeeper.backend.ipscan.netinfo import SweepTarget
 from catkeeper.backend.ipscan.results import NEIGH, SourceResult, normalize_mac, usable_address
+from catkeeper.backend.timeouts import within
 from catkeeper.model import IpSighting
 
 # States that carry no MAC (or a MAC that no longer answered).
@@ -169,7 +170,7 @@ async def read_local_table_async(timeout: float = 5.0) -> tuple[list[NeighEntry]
         proc = None
     if proc is not None:
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            out, _ = await within(proc.communicate(), timeout)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

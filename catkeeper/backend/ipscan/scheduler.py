@@ -16,7 +16,6 @@ remote commands are asyncssh I/O).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import time
@@ -48,6 +47,7 @@ from catkeeper.backend.ipscan.scan_report import (
     ScanProgress,
 )
 from catkeeper.backend.ipscan.sweep_process import SweepProcess
+from catkeeper.backend.timeouts import cancel_and_wait, within
 from catkeeper.model import VM
 
 log = logging.getLogger(__name__)
@@ -144,11 +144,7 @@ class IpScanner(HostSources):
             *self._neigh_early.values(),
         ]
         self._neigh_early.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks)
         self._tasks.clear()
         self._event_tasks.clear()
         if self._redecorate_handle is not None:
@@ -201,7 +197,7 @@ class IpScanner(HostSources):
         if session is None or vm is None or not session.connected or not vm.state.is_active:
             return []
         try:
-            found = await asyncio.wait_for(
+            found = await within(
                 libvirt_sightings(
                     session,
                     vm,
@@ -306,7 +302,7 @@ class IpScanner(HostSources):
             await asyncio.gather(*jobs)
 
         try:
-            await asyncio.wait_for(run(), self.host_timeout)
+            await within(run(), self.host_timeout)
         except TimeoutError:
             errors.append(f"scan timed out after {self.host_timeout:g} s")
         self._redecorate_now()
@@ -348,16 +344,14 @@ class IpScanner(HostSources):
         take = self._taker(collected)
         try:
             self._report(progress, ScanProgress(vm.host, LIBVIRT, 0, 1, vm.name))
-            await asyncio.wait_for(
+            await within(
                 self._passive_part(session, take, progress, errors, calls, targets=[vm]),
                 self.host_timeout,
             )
             self._report(progress, ScanProgress(vm.host, LIBVIRT, 1, 1, vm.name))
             got_address = any(s.mac in mine for r in collected for s in r.sightings)
             if sweep or (sweep is None and not got_address and vm.state.is_active):
-                await asyncio.wait_for(
-                    self._sweep_part(session, take, progress, calls), self.host_timeout
-                )
+                await within(self._sweep_part(session, take, progress, calls), self.host_timeout)
         except TimeoutError:
             errors.append(f"scan timed out after {self.host_timeout:g} s")
         self._redecorate_now()

@@ -30,6 +30,7 @@ from typing import Any
 
 from catkeeper.backend.ipscan.local_sweep import SweepOptions
 from catkeeper.backend.ipscan.results import SWEEP_ARP, SourceResult
+from catkeeper.backend.timeouts import within
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class SweepProcess:
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(request).encode() + b"\n")
             await proc.stdin.drain()
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
+            return await within(asyncio.shield(future), timeout)
         except TimeoutError:
             return _failed(host, subnets, f"sweep timed out after {timeout:g} s")
         except (OSError, RuntimeError) as exc:  # the child went away while we wrote
@@ -172,7 +173,7 @@ class SweepProcess:
         if proc.stdin is not None:
             proc.stdin.close()
         try:
-            await asyncio.wait_for(proc.wait(), 5)
+            await within(proc.wait(), 5)
         except TimeoutError:
             proc.kill()  # our own child, by its handle
             await proc.wait()

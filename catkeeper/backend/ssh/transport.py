@@ -27,6 +27,7 @@ from catkeeper.backend.ssh.targets import (
     ssh_settings_for,
     target_text,
 )
+from catkeeper.backend.timeouts import within
 from catkeeper.config import HostConfig, SshSettings, Timing
 
 if TYPE_CHECKING:
@@ -145,7 +146,7 @@ class SshTransport:
                 x11_forwarding=False,
             )
             policy.load(options.known_hosts)
-            conn = await asyncio.wait_for(
+            conn = await within(
                 asyncssh.connect(
                     s.host,
                     s.port if s.port else (),
@@ -285,7 +286,7 @@ class SshTransport:
         conn = await self.connect()
         command = shlex.join(argv)
         try:
-            result = await asyncio.wait_for(conn.run(command, input=stdin, check=False), timeout)
+            result = await within(conn.run(command, input=stdin, check=False), timeout)
         except TimeoutError:
             raise SshError(f"{self.name}: {argv[0]} timed out after {timeout:g} s") from None
         except Exception as exc:
@@ -315,4 +316,4 @@ class SshTransport:
         if conn is not None:
             conn.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 2)
+                await within(conn.wait_closed(), 2)

@@ -19,6 +19,7 @@ from catkeeper.backend import audit
 from catkeeper.backend.actions import ActionError
 from catkeeper.backend.fleet import Fleet
 from catkeeper.backend.host import HostSession
+from catkeeper.backend.timeouts import cancel_and_wait
 from catkeeper.backend.vm import storage
 from catkeeper.backend.vm.common import (
     XML_INACTIVE_SECURE,
@@ -249,9 +250,7 @@ async def _clone_volume(
             timeout=_copy_timeout(session, disk.capacity),
         )
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        await cancel_and_wait(watcher)
 
 
 async def _watch_copy(session: HostSession, disk: _DiskPlan, say: Callable[[str], None]) -> None:

@@ -38,6 +38,7 @@ from catkeeper.backend.actions import ActionError
 from catkeeper.backend.errors import describe
 from catkeeper.backend.events import DomainEvent, FleetEvent, VmRemoved
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.timeouts import within
 from catkeeper.backend.vm import storage
 from catkeeper.backend.vm.common import Refused, on_host, refresh
 from catkeeper.model import VM
@@ -367,7 +368,7 @@ class InstallWatcher:
                     if off:
                         break
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
+                    await within(self._wake.wait(), self.poll)
         finally:
             unsubscribe()
         vm: VM | None = self.fleet.session(self.host).vms.get(self.uuid)
