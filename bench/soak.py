@@ -30,14 +30,15 @@ What runs (all on this machine; traffic only to loopback and to a network namesp
 
 Every second: the loop lag (max and p99 of that second's ticks), one keystroke in the ``/``
 bar → the screen showing it (send-keys, then capture-pane until the bar's text is in the
-status line; keys only in the busy and tail phases), threads / fds / sockets / RSS / CPU of
-the catkeeper process from /proc, and the host strip's states. Phases: ``load`` (launch →
-every row on screen), ``busy`` (faults, churn, keys), ``tail`` (faults healed, churn and keys
-go on: recovery), ``idle`` (nothing changes, no keys: idle CPU). Writes ``soak.csv``,
-``soak.png``, ``events.csv``, ``summary.txt`` (and the config, catkeeper's log and the lag
-log) into ``--out`` and prints the summary against the goals of issue 11. Not a test:
-nothing here passes or fails the build. Cleans up what it started (tmux server, sshd,
-relays, namespace, churn domains, libvirtd only if it started it), also on Ctrl-C.
+status line, from a process of its own; keys only in the busy and tail phases), threads /
+fds / sockets / RSS / CPU of the catkeeper process from /proc, and the host strip's states.
+Phases: ``load`` (launch → every row on screen), ``busy`` (faults, churn, keys), ``tail``
+(faults healed, churn and keys go on: recovery), ``idle`` (nothing changes, no keys: idle
+CPU). Writes ``soak.csv``, ``soak.png``, ``events.csv``, ``summary.txt`` (and the config,
+catkeeper's log and the lag log) into ``--out`` and prints the summary against the goals of
+issue 11. Not a test: nothing here passes or fails the build. Cleans up what it started
+(tmux server, sshd, relays, namespace, churn domains, libvirtd only if it started it), also
+on Ctrl-C.
 
     bench/run soak                                     # 3 min, 6 hosts x 300 VMs
     bench/run soak --minutes 30 --hosts 20 --vms 500   # the real figure
@@ -154,6 +155,10 @@ class Tmux:
             check=True, timeout=10,
         )  # fmt: skip
         subprocess.run([*self.base, "set", "-g", "remain-on-exit", "on"], check=True, timeout=10)
+        self.attach()
+
+    def attach(self) -> None:
+        """A control-mode client of this server's session (several may be attached)."""
         self.ctl = subprocess.Popen(
             [*self.base, "-C", "attach", "-t", "soak"],
             stdin=subprocess.PIPE,
@@ -272,6 +277,58 @@ def key_script() -> Iterator[tuple[str, str]]:
                 yield word[i - 1], word[:i]
             for i in range(len(word) - 1, -1, -1):
                 yield "BSpace", word[:i]
+
+
+class KeyProbe:
+    """The keystroke probe in a process of its own (``soak.py --key-probe TMUX W H``), with
+    its own control client of the same tmux session.
+
+    In the soak's own process the probe shared the GIL with the relays' event loop, the
+    churn thread and the sampler: a key seen on screen was noticed late whenever one of
+    them held it (keys of 60-120 ms in seconds when catkeeper's loop was idle)."""
+
+    def __init__(self, tmux: Tmux) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--key-probe", tmux.name, str(tmux.width),
+             str(tmux.height)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )  # fmt: skip
+
+    def keystroke(self, key: str, text: str) -> float | None:
+        """Milliseconds from sending ``key`` to ``text`` showing as the filter; None: not
+        within KEY_TIMEOUT."""
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(f"{key}\t{text}\n")
+        answer = self.proc.stdout.readline().strip()
+        return float(answer) if answer not in ("", "miss") else None
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def serve_key_probe(name: str, width: int, height: int) -> int:
+    """The probe process: one ``KEY\\tTEXT`` a line in, milliseconds (or ``miss``) out."""
+    tmux = Tmux(name, width, height)
+    tmux.attach()
+    for line in sys.stdin:
+        key, _, text = line.rstrip("\n").partition("\t")
+        t0 = mono()
+        tmux.send(key, literal=key != "BSpace")
+        answer = "miss"
+        while mono() - t0 < KEY_TIMEOUT:
+            if Screen(tmux.capture()).shows_filter(text):
+                answer = f"{(mono() - t0) * 1000:.3f}"
+                break
+            time.sleep(0.001)
+        print(answer, flush=True)
+    return 0
 
 
 def peer_keystrokes(name: str, command: str, size: tuple[int, int], keys: int) -> list[float]:
@@ -773,6 +830,7 @@ class Soak:
         self.net: GuestNet | None = None
         self.tmux: Tmux | None = None
         self.pid: int | None = None
+        self.key_probe: KeyProbe | None = None
         self.specs: list[HostSpec] = []
         self.events: list[Event] = []
         self.rows: list[Row] = []
@@ -935,6 +993,7 @@ class Soak:
         self.tmux = Tmux(f"cksoak-{self.tag}", o.width, o.height)
         self.t0 = mono()
         self.tmux.start(command)
+        self.key_probe = KeyProbe(self.tmux)
         self.pid = self.tmux.pane_pid()
         self.lag_reader = LagReader(lag)
         self.event("-", "launch", f"catkeeper pid {self.pid}")
@@ -1012,15 +1071,12 @@ class Soak:
     # ---- probes ---------------------------------------------------------------------------
 
     def keystroke(self) -> float | None:
-        assert self.tmux is not None
+        assert self.tmux is not None and self.key_probe is not None
         key, text = next(self.key_script)
-        t0 = mono()
-        self.tmux.send(key, literal=key != "BSpace")
-        while mono() - t0 < KEY_TIMEOUT:
-            if Screen(self.tmux.capture()).shows_filter(text):
-                self.key_text = text
-                return (mono() - t0) * 1000
-            time.sleep(0.001)
+        ms = self.key_probe.keystroke(key, text)
+        if ms is not None:
+            self.key_text = text
+            return ms
         self.key_misses += 1
         self.event("-", "key-miss", f"{key!r} → {text!r} not on screen in {KEY_TIMEOUT:g} s")
         if self.key_misses <= 3:  # what was on screen instead, to tell why
@@ -1249,6 +1305,8 @@ class Soak:
         assert self.tmux is not None
         with contextlib.suppress(Exception):
             Path(self.out / "last-screen.txt").write_text("\n".join(self.tmux.capture()) + "\n")
+        if self.key_probe is not None:
+            self.key_probe.close()
         self.tmux.kill()  # the pane's catkeeper gets SIGHUP
         if self.pid is not None:
             deadline = mono() + 10
@@ -1645,6 +1703,9 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--key-probe"]:  # the probe's own process (KeyProbe)
+        return serve_key_probe(args[1], int(args[2]), int(args[3]))
     opts = parse_args(argv)
     if os.geteuid() != 0:
         print("soak: needs root (libvirtd, sshd, network namespace)", file=sys.stderr)
