@@ -30,6 +30,7 @@ import pytest
 
 from catkeeper.backend.events import FleetEvent, HostChanged
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.timeouts import cancel_and_wait
 from catkeeper.backend.worker import HostExecutor, ThreadBudget
 from catkeeper.config import Timing
 from catkeeper.demo.fleetgen import write_fleet
@@ -426,13 +427,15 @@ class _HeldUnixRelay:
         async def shutdown() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            # Ended here, on a running loop: a handler left pending ran its clean-up when
+            # the collector found it after the loop was gone ("Event loop is closed").
+            await cancel_and_wait(*(asyncio.all_tasks() - {asyncio.current_task()}))
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 @pytest.fixture
