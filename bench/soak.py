@@ -133,6 +133,18 @@ def pct(values: Sequence[float], q: float) -> float:
 # --------------------------------------------------------------------------- tmux
 
 
+def end_child(proc: subprocess.Popen[Any]) -> None:
+    """End a child that reads commands on stdin: close it, then kill it if it lingers."""
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(5)
+
+
 class Tmux:
     """A private tmux server (``-L``) with one session and one control-mode client.
 
@@ -231,14 +243,7 @@ class Tmux:
 
     def kill(self) -> None:
         if self.ctl is not None:
-            with contextlib.suppress(OSError):
-                assert self.ctl.stdin is not None
-                self.ctl.stdin.close()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.ctl.wait(5)
-            if self.ctl.poll() is None:
-                self.ctl.kill()
-                self.ctl.wait(5)
+            end_child(self.ctl)
             self.ctl = None
         subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
         # tmux leaves its socket file behind: /tmp/tmux-UID/NAME (or $TMUX_TMPDIR).
@@ -303,31 +308,30 @@ class KeyProbe:
         return float(answer) if answer not in ("", "miss") else None
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
+        end_child(self.proc)
 
 
 def serve_key_probe(name: str, width: int, height: int) -> int:
     """The probe process: one ``KEY\\tTEXT`` a line in, milliseconds (or ``miss``) out."""
     tmux = Tmux(name, width, height)
     tmux.attach()
-    for line in sys.stdin:
-        key, _, text = line.rstrip("\n").partition("\t")
-        t0 = mono()
-        tmux.send(key, literal=key != "BSpace")
-        answer = "miss"
-        while mono() - t0 < KEY_TIMEOUT:
-            if Screen(tmux.capture()).shows_filter(text):
-                answer = f"{(mono() - t0) * 1000:.3f}"
-                break
-            time.sleep(0.001)
-        print(answer, flush=True)
+    try:
+        for line in sys.stdin:
+            key, _, text = line.rstrip("\n").partition("\t")
+            t0 = mono()
+            tmux.send(key, literal=key != "BSpace")
+            answer = "miss"
+            while mono() - t0 < KEY_TIMEOUT:
+                if Screen(tmux.capture()).shows_filter(text):
+                    answer = f"{(mono() - t0) * 1000:.3f}"
+                    break
+                time.sleep(0.001)
+            print(answer, flush=True)
+    finally:
+        # Its own client only: the soak ends the server. A client left attached can keep a
+        # killed server waiting for it (seen once: both outlived the soak).
+        if tmux.ctl is not None:
+            end_child(tmux.ctl)
     return 0
 
 
