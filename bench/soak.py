@@ -289,8 +289,8 @@ class KeyProbe:
     its own control client of the same tmux session.
 
     In the soak's own process the probe shared the GIL with the relays' event loop, the
-    churn thread and the sampler: a key seen on screen was noticed late whenever one of
-    them held it (keys of 60-120 ms in seconds when catkeeper's loop was idle)."""
+    churn thread and the sampler, which could notice a key on screen late: keys of
+    60-120 ms came in seconds when catkeeper's loop was idle (likely that, not proven)."""
 
     def __init__(self, tmux: Tmux) -> None:
         self.proc = subprocess.Popen(
@@ -300,8 +300,7 @@ class KeyProbe:
         )  # fmt: skip
 
     def keystroke(self, key: str, text: str) -> float | None:
-        """Milliseconds from sending ``key`` to ``text`` showing as the filter; None: not
-        within KEY_TIMEOUT."""
+        """``time_key`` in the probe's process."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{key}\t{text}\n")
         answer = self.proc.stdout.readline().strip()
@@ -318,21 +317,26 @@ def serve_key_probe(name: str, width: int, height: int) -> int:
     try:
         for line in sys.stdin:
             key, _, text = line.rstrip("\n").partition("\t")
-            t0 = mono()
-            tmux.send(key, literal=key != "BSpace")
-            answer = "miss"
-            while mono() - t0 < KEY_TIMEOUT:
-                if Screen(tmux.capture()).shows_filter(text):
-                    answer = f"{(mono() - t0) * 1000:.3f}"
-                    break
-                time.sleep(0.001)
-            print(answer, flush=True)
+            ms = time_key(tmux, key, text)
+            print("miss" if ms is None else f"{ms:.3f}", flush=True)
     finally:
         # Its own client only: the soak ends the server. A client left attached can keep a
         # killed server waiting for it (seen once: both outlived the soak).
         if tmux.ctl is not None:
             end_child(tmux.ctl)
     return 0
+
+
+def time_key(tmux: Tmux, key: str, text: str) -> float | None:
+    """Milliseconds from sending ``key`` to ``text`` showing as the filter; None: not within
+    KEY_TIMEOUT."""
+    t0 = mono()
+    tmux.send(key, literal=key != "BSpace")
+    while mono() - t0 < KEY_TIMEOUT:
+        if Screen(tmux.capture()).shows_filter(text):
+            return (mono() - t0) * 1000
+        time.sleep(0.001)
+    return None
 
 
 def peer_keystrokes(name: str, command: str, size: tuple[int, int], keys: int) -> list[float]:
@@ -346,14 +350,9 @@ def peer_keystrokes(name: str, command: str, size: tuple[int, int], keys: int) -
             time.sleep(0.05)
         script = key_script()
         for _ in range(keys):
-            key, text = next(script)
-            t0 = mono()
-            tmux.send(key, literal=key != "BSpace")
-            while mono() - t0 < KEY_TIMEOUT:
-                if Screen(tmux.capture()).shows_filter(text):
-                    times.append((mono() - t0) * 1000)
-                    break
-                time.sleep(0.001)
+            ms = time_key(tmux, *next(script))
+            if ms is not None:
+                times.append(ms)
             time.sleep(0.2)
     finally:
         tmux.kill()

@@ -165,8 +165,11 @@ class Console:
                 with contextlib.suppress(TimeoutError):
                     await within(viewer.process.wait(), 3)
         if self._watch is not None:
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await within(asyncio.shield(self._watch), 1)
+            # The watcher's own ending (failed, cancelled) is not raised here; a cancel of
+            # this close is (suppressing CancelledError also swallowed the caller's).
+            await asyncio.wait({self._watch}, timeout=1)
+            if self._watch.done() and not self._watch.cancelled():
+                self._watch.exception()
         self._cleanup()
 
 
