@@ -5,6 +5,11 @@ ICMP goes out at layer 2 as well (``srp(Ether()/IP(dst=[…])/ICMP())``): scapy'
 frames go to the Ethernet broadcast address, so the reply's source MAC names the guest;
 through a router a reply only says the address is alive. Importing scapy costs ~1.5 s: it
 is imported on first use (``load``), on the sweep's own thread or in the child process.
+
+Each sweep's socket takes only the answers it waits for (a kernel filter compiled by
+libpcap): a packet socket otherwise gets every frame on the interface for the whole wait
+(our own requests, the other sweep's, whatever else the bridge carries), each read and
+dissected in Python. Without libpcap the sweep still runs, unfiltered.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ log = logging.getLogger(__name__)
 
 
 BROADCAST = "ff:ff:ff:ff:ff:ff"
+ARP_REPLIES = "arp[6:2] = 2"  # opcode 2: is-at
+
+
+def echo_replies(ident: int) -> str:
+    """Echo replies to our requests only (a concurrent sweep uses another id)."""
+    return f"icmp[icmptype] = icmp-echoreply and icmp[4:2] = {ident}"
 
 
 _scapy_lock = threading.Lock()
@@ -41,6 +52,7 @@ def load() -> Any:
         # scapy logs warnings (no IPv6 route, ...) to stderr at import: keep them off the TUI.
         logging.getLogger("scapy").setLevel(logging.ERROR)
         from scapy.config import conf
+        from scapy.error import Scapy_Exception
         from scapy.layers.inet import ICMP, IP
         from scapy.layers.l2 import ARP, Ether, getmacbyip
         from scapy.sendrecv import srp
@@ -48,8 +60,27 @@ def load() -> Any:
         conf.verb = 0
         scapy_import_s = round(time.perf_counter() - t0, 3)
         return argparse.Namespace(
-            conf=conf, ICMP=ICMP, IP=IP, ARP=ARP, Ether=Ether, srp=srp, getmacbyip=getmacbyip
+            conf=conf,
+            ICMP=ICMP,
+            IP=IP,
+            ARP=ARP,
+            Ether=Ether,
+            srp=srp,
+            getmacbyip=getmacbyip,
+            Scapy_Exception=Scapy_Exception,
         )
+
+
+def _srp(s: Any, packets: Any, iface: str | None, timeout: float, bpf: str) -> Any:
+    """``srp`` with the kernel filter ``bpf``, or without when it cannot be compiled."""
+    try:
+        answered, _ = s.srp(packets, iface=iface, timeout=timeout, verbose=0, filter=bpf)
+    except s.Scapy_Exception as exc:
+        if "filter" not in str(exc):
+            raise
+        log.info("sweep of %s unfiltered (%s): every frame is read", iface, exc)
+        answered, _ = s.srp(packets, iface=iface, timeout=timeout, verbose=0)
+    return answered
 
 
 def _prefix(target: SweepTarget) -> int:
@@ -68,11 +99,12 @@ def arp_sweep(
         s = load()
         t0 = time.perf_counter()  # the import is not the sweep
         own = set(target.own)
-        answered, _ = s.srp(
+        answered = _srp(
+            s,
             s.Ether(dst=BROADCAST) / s.ARP(pdst=target.subnet),
-            iface=target.iface,
-            timeout=timeout,
-            verbose=0,
+            target.iface,
+            timeout,
+            ARP_REPLIES,
         )
         seen_at = clock()
         sightings = tuple(
@@ -126,12 +158,14 @@ def icmp_sweep(
             note += f", routed via {target.gateway}: MACs unknown"
         addresses = target.addresses()
         # A random id keeps concurrent sweeps from taking each other's replies.
-        echo = s.ICMP(type=8, id=random.randrange(1, 0xFFFF), seq=1)
-        answered, _ = s.srp(
+        ident = random.randrange(1, 0xFFFF)
+        echo = s.ICMP(type=8, id=ident, seq=1)
+        answered = _srp(
+            s,
             s.Ether(dst=dst_mac) / s.IP(dst=addresses) / echo,
-            iface=target.iface,
-            timeout=timeout,
-            verbose=0,
+            target.iface,
+            timeout,
+            echo_replies(ident),
         )
         seen_at = clock()
         if target.onlink:
