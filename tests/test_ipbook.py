@@ -131,6 +131,16 @@ def test_max_age_hides_then_prune_forgets() -> None:
     assert book.prune() and book.macs() == set()
 
 
+def test_seen_since_asks_about_any_address_of_the_mac() -> None:
+    book = IpBook(clock=Clock(1000.0))
+    book.add([s(MAC_A, "10.0.0.5", "neigh", 900.0), s(MAC_A, "10.0.0.6", "lease", 950.0)])
+    assert book.seen_since(MAC_A, 950.0)  # the newer address counts
+    assert book.seen_since(MAC_A.upper(), 900.0)  # any spelling of the MAC
+    assert not book.seen_since(MAC_A, 950.5)
+    assert not book.seen_since(MAC_B, 0.0)  # never seen
+    assert not book.seen_since("not a mac", 0.0)
+
+
 def test_prune_again_later_forgets_what_aged_since() -> None:
     clock = Clock(1000.0)
     book = IpBook(max_age=60.0, clock=clock)

@@ -262,6 +262,13 @@ class IpBook:
         found = [s for who in by_ip.values() for s in who.values()]
         return tuple(sorted(found, key=lambda s: -s.seen_at))
 
+    def seen_since(self, mac: str, since: float) -> bool:
+        """Whether any source saw this MAC, at any address, at ``since`` or later: the
+        question a background pass asks per MAC, without picking or sorting anything."""
+        key = normalize_mac(mac)
+        by_ip = self._by_mac.get(key, {}) if key else {}
+        return any(s.seen_at >= since for who in by_ip.values() for s in who.values())
+
     def sightings_for(self, mac: str) -> tuple[IpSighting, ...]:
         """Per IP the freshest sighting of this MAC, IPv4 first, then by address."""
         key = normalize_mac(mac)

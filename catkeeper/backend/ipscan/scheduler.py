@@ -322,8 +322,7 @@ class IpScanner(HostSources):
     def _known(self, mac: str) -> bool:
         """The book has an address for this MAC young enough not to ask for it per VM (half
         of ``max_age``: it is asked again before it would be forgotten)."""
-        limit = self.fleet.clock() - self.book.max_age / 2
-        return any(s.seen_at >= limit for s in self.book.sightings_for(mac))
+        return self.book.seen_since(mac, self.fleet.clock() - self.book.max_age / 2)
 
     async def scan_vm(
         self, vm: VM | str, *, sweep: bool | None = None, progress: Progress | None = None
