@@ -142,7 +142,8 @@ def end_child(proc: subprocess.Popen[Any]) -> None:
         proc.wait(5)
     if proc.poll() is None:
         proc.kill()
-        proc.wait(5)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)  # a teardown step that raised here left later steps undone
 
 
 class Tmux:
@@ -157,6 +158,7 @@ class Tmux:
         self.base = ["tmux", "-L", name, "-f", "/dev/null"]
         self.width, self.height = width, height
         self.ctl: subprocess.Popen[bytes] | None = None
+        self.server_pid: int | None = None  # known once started (not for a probe's attach)
         self._buf = b""
         self._serial = 0
 
@@ -168,6 +170,7 @@ class Tmux:
         )  # fmt: skip
         subprocess.run([*self.base, "set", "-g", "remain-on-exit", "on"], check=True, timeout=10)
         self.attach()
+        self.server_pid = self._number("server-pid", "#{pid}")
 
     def attach(self) -> None:
         """A control-mode client of this server's session (several may be attached)."""
@@ -235,17 +238,31 @@ class Tmux:
         self.cmd(f"send-keys -t soak {'-l ' if literal else ''}{shlex.quote(key)}")
 
     def pane_pid(self) -> int:
-        self._write("display -p -t soak 'pane-pid=#{pane_pid}'")
+        return self._number("pane-pid", "#{pane_pid}")
+
+    def _number(self, tag: str, fmt: str) -> int:
+        """A number tmux formats, read past any stray empty block (see ``attach``)."""
+        self._write(f"display -p -t soak '{tag}={fmt}'")
         while True:
             for text in self._block():
-                if text.startswith("pane-pid="):
-                    return int(text.removeprefix("pane-pid="))
+                if text.startswith(f"{tag}="):
+                    return int(text.removeprefix(f"{tag}="))
 
     def kill(self) -> None:
         if self.ctl is not None:
             end_child(self.ctl)
             self.ctl = None
-        subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10, check=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run([*self.base, "kill-server"], capture_output=True, timeout=10)
+        # Twice a server outlived kill-server, waiting for a control client that outlived
+        # the soak: the server is ours, so it ends by its PID if it is still there.
+        if self.server_pid is not None:
+            deadline = mono() + 5
+            while mono() < deadline and proc_sample(self.server_pid) is not None:
+                time.sleep(0.1)
+            if proc_sample(self.server_pid) is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.server_pid, signal.SIGKILL)
         # tmux leaves its socket file behind: /tmp/tmux-UID/NAME (or $TMUX_TMPDIR).
         tmpdir = os.environ.get("TMUX_TMPDIR", "/tmp")
         with contextlib.suppress(OSError):
