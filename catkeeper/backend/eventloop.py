@@ -8,8 +8,8 @@ handlers hop to their caller's loop with ``call_soon_threadsafe``.
 Why the C loop and not libvirtaio: every remote call a worker thread makes switches the
 connection's socket watch off and on again, and libvirtaio turns each switch into Python on
 both threads (a cross-thread call, a wake-up, asyncio's reader bookkeeping): ~4 per call,
-100–160 µs of the event thread's CPU per call against a real libvirtd, and more of the
-caller's. The C loop does the same in C without the GIL (30–50 µs; ``bench/run events``),
+100 to 160 µs of the event thread's CPU per call against a real libvirtd, and more of the
+caller's. The C loop does the same in C without the GIL (30 to 50 µs; ``bench/run events``),
 and Python runs on this thread only for an actual event (a domain event, a close, a
 console's data).
 """
