@@ -29,8 +29,14 @@ RECANCEL_AFTER = 0.5
 async def within(aw: Awaitable[T], seconds: float | None) -> T:
     """``await aw``, or ``TimeoutError`` after ``seconds`` (None: no bound); as
     ``asyncio.wait_for``, but a cancel of the caller is never lost."""
-    async with asyncio.timeout(seconds):
-        return await aw
+    try:
+        async with asyncio.timeout(seconds):
+            return await aw
+    finally:
+        # A failure's traceback keeps this frame, and ``aw`` (a failed future) keeps the
+        # failure: a cycle holding every frame's locals (libvirt handles, their connection)
+        # until a full collection (see HostConnection._submit).
+        del aw
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
