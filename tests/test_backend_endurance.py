@@ -376,6 +376,28 @@ async def test_a_failed_call_leaves_the_awaiting_side_no_cycle(tmp_path: Path) -
         await fleet.aclose()
 
 
+async def test_failed_connects_leave_no_cycle(tmp_path: Path) -> None:
+    """A host that cannot be opened, retried: each failure is freed by reference counting,
+    not left to the collector (which may have frozen it: catkeeper/heap.py)."""
+    missing = tmp_path / "gone.xml"
+    fleet = Fleet(fleet_config([("gone", f"test://{missing}")], timing=FAST_RETRY))
+    downs = unreachable_counter(fleet, "gone")
+    gc.collect()
+    gc.disable()
+    try:
+        await fleet.start()
+        await until(lambda: len(downs) >= 4, 30, "four failed connects")
+        await fleet.aclose()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        failures = [o for o in gc.garbage if isinstance(o, libvirt.libvirtError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert failures == []
+
+
 @pytest.mark.thread_timers
 async def test_the_most_recently_idle_thread_works_so_spares_end() -> None:
     executor = HostExecutor("t", 4, budget=ThreadBudget(3), idle_timeout=0.6)

@@ -287,6 +287,7 @@ class HostConnection:
                 self._attempt = None
                 if attempt.forward is not None:
                     attempt.forward.close()
+            del attempt  # its future holds the failure, whose traceback holds this frame
             raise
         self._attempt = None
         self._libvirt_forward = attempt.forward
