@@ -75,9 +75,9 @@ sys.path.insert(0, str(ROOT))  # for tests.daemons
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for soak_relay
 
 import libvirt  # noqa: E402
+from soak_judge import FaultEvent, Recovery, recoveries  # noqa: E402
 from soak_relay import RelayLoop, UnixRelay  # noqa: E402
 
-from catkeeper.backend.host.connection import DROP_RETRY_DIVISOR  # noqa: E402
 from catkeeper.backend.reservations.metadata import NAMESPACE, PREFIX, Record, record_to_string  # noqa: E402
 from catkeeper.config import IpScan, Timing  # noqa: E402
 from catkeeper.demo.fleetgen import write_fleet  # noqa: E402
@@ -569,23 +569,6 @@ def _fault_windows(
             return out
         out.append((start, end))
         start += period
-
-
-def backoff_bound(fault_s: float, timing: Timing) -> float:
-    """Upper bound of the reconnect delay pending when a fault of ``fault_s`` ends.
-
-    Every fault here starts on a host that was up: catkeeper retries it at once, then sleeps
-    from backoff_initial / DROP_RETRY_DIVISOR, doubling up to backoff_max, between failed
-    attempts; the attempts themselves take time too, so by the fault's end at most as many
-    delays have passed as fit in its length: the pending one is no longer than the first
-    whose running sum reaches ``fault_s``.
-    """
-    delay, total = timing.backoff_initial / DROP_RETRY_DIVISOR, 0.0
-    while True:
-        total += delay
-        if total >= fault_s or delay >= timing.backoff_max:
-            return min(delay, timing.backoff_max)
-        delay = min(delay * 2, timing.backoff_max)
 
 
 # --------------------------------------------------------------------------- guest network
@@ -1359,46 +1342,12 @@ class Soak:
                 w.writerow([e.t, e.host, e.what, e.detail])
         return path
 
-    def recoveries(self) -> list[tuple[str, str, float, float, float | None, str]]:
-        """(host, kind, fault end t, bound s, recovered after s or None, note) per fault end."""
-        out: list[tuple[str, str, float, float, float | None, str]] = []
+    def recoveries(self) -> list[Recovery]:
+        """Each fault end's verdict (soak_judge.py)."""
+        events = [FaultEvent(e.t, e.host, e.what, e.detail) for e in self.events]
+        kinds = {s.name: s.kind for s in self.specs}
         last_t = self.rows[-1].t if self.rows else 0.0
-        starts: dict[str, float] = {}
-        faulty: set[str] = set()  # hosts inside their own fault window
-        for e in self.events:
-            if e.what == "fault-start":
-                starts[e.host] = e.t
-                faulty.add(e.host)
-            if e.what != "fault-end":
-                continue
-            faulty.discard(e.host)
-            hosts = [s.name for s in self.specs] + ["churn"] if e.host == "*" else [e.host]
-            began = starts.get(e.host, e.t)
-            for host in hosts:
-                if e.host == "*" and host in faulty:
-                    continue  # still in its own fault: judged when that one ends
-
-                kind = next((s.kind for s in self.specs if s.name == host), "restart")
-                if e.host == "*":
-                    kind = "libvirtd-restart"
-                bound = 2 * backoff_bound(max(1.0, e.t - began), self.timing)
-                hist = self.states.get(host, [])
-                before = [st for ts, st in hist if ts <= began]
-                downs = [
-                    ts for ts, st in hist if st != "up" and began - 1 <= ts <= e.t + bound + 30
-                ]
-                if before and before[-1] != "up":
-                    downs.insert(0, began)
-                if not downs:
-                    out.append((host, kind, e.t, bound, None, "never left 'up' on screen"))
-                    continue
-                up_at = next((ts for ts, st in hist if st == "up" and ts > downs[0]), None)
-                if up_at is None:
-                    note = f"not up by the end ({last_t - e.t:.0f} s later)"
-                    out.append((host, kind, e.t, bound, math.inf, note))
-                else:
-                    out.append((host, kind, e.t, bound, max(0.0, up_at - e.t), ""))
-        return out
+        return recoveries(events, self.states, kinds, self.timing, last_t)
 
     def at(self, t: float, attr: str, window: float = 5.0) -> float | None:
         vals = [
@@ -1495,12 +1444,19 @@ class Soak:
         if busy_cpu:
             add(f"  (busy CPU mean {statistics.mean(busy_cpu):.1f} %, max {max(busy_cpu):.0f} %)")
         rec = self.recoveries()
-        judged = [r for r in rec if r[4] is not None]
-        late = [r for r in judged if r[4] is not None and r[4] > r[3]]
-        worst = max(judged, key=lambda r: (r[4] or 0) / r[3], default=None)
-        wtext = f"worst {worst[0]} {worst[4]:.1f}s / {worst[3]:.0f}s" if worst else "no fault ended"
+        judged = [r for r in rec if r.after is not None]
+        late = [r for r in judged if r.late]
+        worst = max(judged, key=lambda r: (r.after or 0) / r.bound, default=None)
+        wtext = (
+            f"worst {worst.host} {worst.after:.1f}s / {worst.bound:.0f}s"
+            if worst is not None and worst.after is not None
+            else "no fault ended"
+        )
         line("recovery within 2x backoff after a fault", f"{len(late)}/{len(judged)} late; {wtext}",
              not late if judged else None)  # fmt: skip
+        if len(judged) < len(rec):
+            add(f"  ({len(rec) - len(judged)} not judged: another fault came before it was due "
+                "back, or it was not up when a restart began; listed below)")  # fmt: skip
         vis = [s for _t, s in self.visible]
         vmax = max(vis, default=math.nan)
         line("other client's change on screen < 1 s",
@@ -1510,9 +1466,10 @@ class Soak:
             add(f"  ({self.visible_misses} changes not on screen within 5 s)")
         add("")
         add("recoveries (host, kind, fault end at, bound = 2 x backoff, recovered after):")
-        for host, kind, t_end, bound, after_s, note in rec:
-            got = "-" if after_s is None else "never" if math.isinf(after_s) else f"{after_s:.1f} s"
-            add(f"  {host:18} {kind:17} t={t_end:6.0f}s  bound {bound:5.0f} s  {got:>6}  {note}")
+        for r in rec:
+            got = "-" if r.after is None else "never" if math.isinf(r.after) else f"{r.after:.1f} s"
+            add(f"  {r.host:18} {r.kind:17} t={r.ended_at:6.0f}s  bound {r.bound:5.0f} s  "
+                f"{got:>6}  {r.note}")  # fmt: skip
         if self.churn is not None:
             add(f"churn ops: {dict(sorted(self.churn.ops.items()))}")
             if self.churn.errors:
