@@ -68,8 +68,9 @@ def recoveries(
 
     Not judged (``after`` None): a host that never left 'up'; a daemon restart's host that
     was down already when it began (its own fault's backoff runs, judged at that fault's
-    end); and a recovery another fault cut short, by taking the host down again before it was
-    due back: how long it would have taken is not known, and its backoff grew meanwhile.
+    end); and a late recovery another fault cut short, by taking the host down again before
+    it was due back: how long it would have taken is not known, and its backoff grew
+    meanwhile. A host back in time is judged in time, whatever came in between.
     """
     out: list[Recovery] = []
     hits: dict[str, list[tuple[float, str]]] = {}  # fault starts that can take a host down
@@ -126,8 +127,9 @@ def _judge(
     if not downs:
         return None, "never left 'up' on screen"
     up_at = next((ts for ts, st in hist if st == "up" and ts > downs[0]), None)
-    until = min(ended + bound, up_at if up_at is not None else math.inf)
-    cut = next(((t, what) for t, what in hits if ended < t < until), None)
+    if up_at is not None and up_at - ended <= bound:
+        return max(0.0, up_at - ended), ""  # in time, whatever came in between
+    cut = next(((t, what) for t, what in hits if ended < t < ended + bound), None)
     if cut is not None:
         return None, f"cut short {cut[0] - ended:.1f} s in by {cut[1]}: not judged"
     if up_at is None:

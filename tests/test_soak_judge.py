@@ -95,3 +95,14 @@ def test_a_later_fault_after_the_host_is_back_changes_nothing() -> None:
     first, second = recoveries(events, states, {"a": "flap"}, TIMING, last_t=300)
     assert (first.after, first.note) == (5.0, "")
     assert second.after == math.inf  # never back up: late, whatever came before
+
+
+def test_a_host_back_in_time_is_in_time_even_if_another_fault_came_in_between() -> None:
+    # The 30-minute soak's h13: its flap ended at 662 s (due back by 694), the daemon
+    # restarted at 672 while it was still down, and it was up at 678.4.
+    events = [start(632, "h13"), end(662, "h13"), start(672, "*", "libvirtd restart")]
+    events.append(end(672.5, "*"))
+    states = {"h13": [(0.0, "up"), (632.2, "unreachable"), (678.4, "up")]}
+    flap, restart = recoveries(events, states, {"h13": "flap"}, TIMING, last_t=900)
+    assert flap.after is not None and round(flap.after, 1) == 16.4 and not flap.late
+    assert restart.after is None and "not up when it began" in restart.note
