@@ -106,3 +106,16 @@ def test_a_host_back_in_time_is_in_time_even_if_another_fault_came_in_between() 
     flap, restart = recoveries(events, states, {"h13": "flap"}, TIMING, last_t=900)
     assert flap.after is not None and round(flap.after, 1) == 16.4 and not flap.late
     assert restart.after is None and "not up when it began" in restart.note
+
+
+def test_a_restarts_bound_adds_the_daemons_own_reopen_time_and_only_a_restarts() -> None:
+    events = [start(10, "a"), end(11, "a"), start(100, "*", "libvirtd restart"), end(100.5, "*")]
+    states = {"a": [(0, "up"), (10.1, "unreachable"), (11.5, "up"), (100.1, "unreachable")]}
+    states["a"].append((103.0, "up"))  # 2.5 s after the daemon answered
+    own, restart = recoveries(events, states, {"a": "refused"}, TIMING, 300, reopen_s=1.2)
+    assert (own.bound, own.after) == (2.0, 0.5)
+    assert (restart.bound, restart.after, restart.late) == (3.2, 2.5, False)
+    (bare,) = [
+        r for r in recoveries(events, states, {"a": "refused"}, TIMING, 300) if r.ended_at == 100.5
+    ]
+    assert bare.late
