@@ -1369,6 +1369,8 @@ class Soak:
         the daemon's own reopen time (``measure_reopen``)."""
         events = [FaultEvent(e.t, e.host, e.what, e.detail) for e in self.events]
         kinds = {s.name: s.kind for s in self.specs}
+        if self.churn is not None:
+            kinds["churn"] = "churn"
         last_t = self.rows[-1].t if self.rows else 0.0
         reopen_s = (self.reopen_s or 0.0) if reopen else 0.0
         return recoveries(events, self.states, kinds, self.timing, last_t, reopen_s)

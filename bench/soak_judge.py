@@ -64,8 +64,8 @@ def recoveries(
     reopen_s: float = 0.0,
 ) -> list[Recovery]:
     """One verdict per host and fault end. ``states``: each host's (time, state) changes as
-    the screen showed them; ``kinds``: each host's fault kind (a daemon restart's hosts are
-    all of them, plus any host only in ``states``' keys that ``kinds`` lacks, e.g. churn).
+    the screen showed them; ``kinds``: every host the daemon serves, with its fault kind (a
+    daemon restart's hosts are all of them).
     ``reopen_s``: how long the daemon itself takes to open every host's connection again at
     once, added to a daemon restart's bound (the test driver parses a host's whole node file
     as its connection opens: 0.12 s for 500 VMs alone, 1.0-1.6 s each for 20 at once on 2
@@ -93,7 +93,7 @@ def recoveries(
             continue
         faulty.discard(e.host)
         shared = e.host == EVERY_HOST
-        hosts = [*kinds, *(h for h in states if h not in kinds)] if shared else [e.host]
+        hosts = list(kinds) if shared else [e.host]
         began = starts.get(e.host, e.t)
         bound = 2 * backoff_bound(max(1.0, e.t - began), timing) + (reopen_s if shared else 0)
         for host in hosts:

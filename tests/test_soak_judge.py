@@ -76,13 +76,15 @@ def test_a_recovery_another_fault_cuts_short_is_not_judged() -> None:
     assert by["h01", 112.3].after is None and "never left" in by["h01", 112.3].note
 
 
-def test_a_restart_judges_every_host_it_took_down_including_unlisted_ones() -> None:
+def test_a_restart_judges_every_host_of_the_daemon_and_nothing_else_on_screen() -> None:
     events = [start(100, "*", "libvirtd restart"), end(100.5, "*")]
-    states = {
+    states: dict[str, list[tuple[float, str]]] = {
         "a": [(0, "up"), (100.1, "unreachable"), (102.0, "up")],  # 1.5 s: in time (bound 2)
         "churn": [(0, "up"), (100.1, "unreachable"), (103.0, "up")],  # 2.5 s: late
+        "NAME": [(0, "unreachable")],  # a word the strip's parser took for a host
     }
-    rec = recoveries(events, states, {"a": "healthy"}, TIMING, last_t=300)
+    kinds = {"a": "healthy", "churn": "churn"}
+    rec = recoveries(events, states, kinds, TIMING, last_t=300)
     assert [(r.host, r.kind, r.bound, r.after, r.late) for r in rec] == [
         ("a", "libvirtd-restart", 2.0, 1.5, False),
         ("churn", "libvirtd-restart", 2.0, 2.5, True),
