@@ -196,12 +196,7 @@ class HostConnection:
         except TimeoutError:
             raise CallTimeout(f"{self.name}: {what} timed out after {timeout:g} s") from None
         finally:
-            # A failed call's traceback keeps the awaiting frames (this one, the caller's
-            # holding a network or domain handle); the future here keeps the failure. That
-            # cycle kept the handles, and through them a dropped connection's client and
-            # its eventfd, until a full collection: never, once catkeeper/heap.py had
-            # frozen it (fds +2 in a 5-minute soak, gone with this).
-            del future
+            del future  # see within(): its failure's traceback keeps this frame, too
 
     async def call(
         self,
@@ -274,8 +269,7 @@ class HostConnection:
         assert attempt.future is not None
         timeout = self.timing.connect_timeout
         try:
-            # shield: timing out stops the waiting, not the attempt; the next retry waits
-            # for this same attempt instead of opening another socket on another thread.
+            # shield: a timeout stops the waiting, not the attempt, which the next retry reuses.
             conn = await within(asyncio.shield(attempt.future), timeout)
         except TimeoutError:
             still = " (still waiting for an earlier attempt)" if earlier else ""
