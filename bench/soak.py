@@ -73,7 +73,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.daemons
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for soak_relay
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for soak_relay, soak_judge
 
 import libvirt  # noqa: E402
 from soak_judge import FaultEvent, Recovery, recoveries  # noqa: E402

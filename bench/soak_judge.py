@@ -29,7 +29,7 @@ class Recovery:
     host: str
     kind: str
     ended_at: float  # the fault's end, seconds since launch
-    bound: float  # 2 x the backoff pending at that end
+    bound: float  # 2 x the backoff pending at that end (+ reopen_s for a daemon restart)
     after: float | None  # seconds from the end to 'up' on screen; inf: never; None: not judged
     note: str = ""
 
