@@ -31,6 +31,7 @@ import pytest
 
 from catkeeper.backend.events import FleetEvent, HostChanged
 from catkeeper.backend.fleet import Fleet
+from catkeeper.backend.host import session as host_session
 from catkeeper.backend.timeouts import cancel_and_wait
 from catkeeper.backend.worker import HostExecutor, ThreadBudget
 from catkeeper.config import Timing
@@ -573,12 +574,15 @@ def _relayed_host(
     return node, fleet, unreachable_counter(fleet, "lab")
 
 
-async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
-    held_relay: _HeldUnixRelay, tmp_path: Path
+async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again_later(
+    held_relay: _HeldUnixRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Back after a drop, the host is up with the domain XML from before the drop and the
     XML is read again behind it: a change made meanwhile (a new driver instance from an
-    edited node file here, an XML edit by someone else on a real host) still shows."""
+    edited node file here, an XML edit by someone else on a real host) still shows. Read
+    again RECHECK_AFTER_S later, not at once, when a restarted daemon serves every client's
+    reconnect."""
+    monkeypatch.setattr(host_session, "RECHECK_AFTER_S", 1.5)
     node, fleet, failures = _relayed_host(held_relay, tmp_path, 7, backoff_initial=0.1)
     await fleet.start()
     try:
@@ -594,10 +598,12 @@ async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again(
         held_relay.cut()
         await until(lambda: bool(failures), 30, "the drop is noticed")
         await until(lambda: session.host.state is HostState.UP, 30, "back up")
+        back = time.monotonic()
         assert len(session.vms) == 7
         await until(
             lambda: session.vms[uuid].title == "edited while away", 30, "the XML read again"
         )
+        assert time.monotonic() - back > 1.0  # 1.5 s after the load; 'back' polled late
         assert not any(v.stale for v in session.vms.values())
         assert held_relay.open == 1  # the dropped connection is gone, one in use
     finally:
