@@ -610,6 +610,33 @@ async def test_a_reconnect_shows_the_host_at_once_and_reads_its_domains_again_la
         await fleet.aclose()
 
 
+async def test_lost_again_while_the_re_read_waits_lets_the_dropped_connection_go(
+    held_relay: _HeldUnixRelay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host lost again while its reconnect's re-read waits (RECHECK_AFTER_S) lets go of the
+    domain handles kept for it, and with them of the dropped connection (a libvirt client,
+    an eventfd), at once: not at its next reconnect, which may be hours away."""
+    monkeypatch.setattr(host_session, "RECHECK_AFTER_S", 60.0)
+    _, fleet, failures = _relayed_host(held_relay, tmp_path, 7, backoff_initial=0.1)
+    await fleet.start()
+    try:
+        session = fleet.session("lab")
+        await until(lambda: session.host.state is HostState.UP, 30, "first load")
+        held_relay.cut()
+        await until(lambda: bool(failures), 30, "the drop is noticed")
+        await until(lambda: session.host.state is HostState.UP, 30, "back up, re-read waiting")
+        dropped = weakref.ref(await session.call(lambda conn: conn, what="the connection"))
+        seen = len(failures)
+        held_relay.refuse(True)
+        held_relay.cut()
+        await until(lambda: len(failures) > seen, 30, "the second drop is noticed")
+        gc.collect()  # what is left is held on purpose, not by a cycle
+        await until(lambda: dropped() is None, 10, "the dropped connection is freed")
+    finally:
+        held_relay.refuse(False)
+        await fleet.aclose()
+
+
 async def test_a_host_that_dropped_is_retried_at_once_then_sooner_than_a_new_one(
     held_relay: _HeldUnixRelay, tmp_path: Path
 ) -> None:

@@ -49,8 +49,8 @@ _EVENT_COALESCE_S = 0.05
 # Domains per XML-reading call: 50 round trips fit the call timeout up to ~0.5 s each.
 _XML_CHUNK = 50
 # Seconds after a reconnect before its XML is read again: a daemon back from a restart serves
-# every client's reconnect first (at once, 20 hosts' 10,000 reads slowed the others' opens and
-# took 1.7 s of catkeeper's CPU in the 4 s after libvirtd answered, in the soak).
+# every client's reconnect first (read at once, 20 x 500 VMs: 10,000 XML calls for libvirtd
+# while it still opened the other hosts, 1.7-2.0 s of our workers' CPU in the next 4 s).
 RECHECK_AFTER_S = 5.0
 
 
@@ -191,6 +191,8 @@ class HostSession(HostConnection):
         whose XML changed meanwhile (edited, say, while this host was out of reach)."""
         handles, self._recheck = self._recheck, {}
         try:
+            if self._lost.is_set():
+                return  # lost while it waited: the handles go (their connection with them)
             fresh = await self._read_xml_parallel(_Handles(handles), list(handles), background=True)
             for uuid, info in fresh.items():
                 if uuid in self.vms and self._static.get(uuid) != info:
@@ -276,8 +278,7 @@ class HostSession(HostConnection):
         if self._recheck:
             with contextlib.suppress(TimeoutError):
                 await within(self._lost.wait(), RECHECK_AFTER_S)
-            if not self._lost.is_set():
-                await self._recheck_static()
+            await self._recheck_static()
         while True:
             with contextlib.suppress(TimeoutError):
                 await within(self._lost.wait(), interval if interval > 0 else None)
