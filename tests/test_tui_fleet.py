@@ -13,6 +13,7 @@ from typing import Any
 
 import libvirt
 import pytest
+from textual import events
 from textual.pilot import Pilot
 from textual.widgets import Input
 
@@ -22,6 +23,7 @@ from catkeeper.config import HostConfig, SshSettings, Timing
 from catkeeper.model import Host, HostState
 from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.error import ErrorScreen
+from catkeeper.screens.fleet import FleetScreen
 from catkeeper.screens.help import HelpScreen
 from catkeeper.widgets.host_strip import HostStrip
 from tests.daemons import DelayRelay, DomainFactory, SshServer
@@ -72,6 +74,22 @@ async def test_filter_narrows_on_every_keystroke(tmp_path: Path) -> None:
         assert not app.fleet_screen.bar.is_open
         assert names(app) == ALL
         assert app.focused is app.fleet_screen.table
+
+
+async def test_keys_typed_right_after_slash_go_to_the_bar(tmp_path: Path) -> None:
+    """Keys that arrive in one read with "/" (typed fast, pasted, or batched by a slow ssh
+    link) are the filter's, not the table's keys: "d" of "db" asked to shut a VM down when
+    the bar took the focus on the next turn (CI's tmux test: "state" started a VM and opened
+    its XML in vi)."""
+    app = make_app(fleet_config(tmp_path))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_idle()
+        for key, char in [("slash", "/"), ("d", "d"), ("b", "b")]:
+            app.post_message(events.Key(key, char))  # as the driver does, before any turn
+        await pilot.pause()
+        assert isinstance(app.screen, FleetScreen)  # no confirmation asked
+        assert app.fleet_screen.bar.input.value == "db"
+        await until(lambda: names(app) == ["db-01"], what="the filter applied")
 
 
 async def test_a_filter_longer_than_the_bar_scrolls_to_the_cursor(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from textual.widgets import Input, TextArea
+
 from catkeeper.commands import TUI_FACES, Command, Scope, find
 from catkeeper.tui.host import Handler, Host
 
@@ -15,6 +17,10 @@ from catkeeper.tui.host import Handler, Host
 ON_VMS = frozenset({Scope.VM, Scope.VMS, Scope.HOST})
 # Keys that work on every screen.
 EVERYWHERE = frozenset({"help", "quit", "palette"})
+# Keys that open a line to type in: bound with priority (tui/keys.py), so the app takes them
+# before it hands on the keys that came in the same read ("/state": "s" boots a VM if the
+# table gets it); where a text field has the focus they are text and go to it.
+TYPED_AFTER = frozenset({"filter", "command-line"})
 
 
 class Controller(Protocol):
@@ -53,6 +59,8 @@ class Dispatcher:
         """Whether a key for ``name`` works now (else hidden and inert)."""
         command = find(name)
         if command is None or (command.mutating and self.host.readonly):
+            return False
+        if command.name in TYPED_AFTER and isinstance(self.host.focused, (Input, TextArea)):
             return False
         # Over a dialog or the serial console only the keys that leave or explain work:
         # "/" there must not pull the fleet screen out from under an open question.

@@ -8,6 +8,7 @@ from typing import Any, Protocol, TypeVar
 
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
+from textual.widget import Widget
 
 from catkeeper.backend.console.viewer import Consoles
 from catkeeper.backend.fleet import Fleet
@@ -36,6 +37,9 @@ class Host(Protocol):
     forced_readonly: bool  # asked for at start-up: :readonly off cannot undo it
     clock: Clock
     monotonic: Clock
+
+    @property
+    def focused(self) -> Widget | None: ...
 
     def notify(
         self,

@@ -11,6 +11,7 @@ from catkeeper.screens.detail import DetailScreen
 from catkeeper.screens.fleet import FleetScreen
 from catkeeper.screens.help import Section
 from catkeeper.screens.snapshots import SnapshotsScreen
+from catkeeper.tui.dispatch import TYPED_AFTER
 from catkeeper.widgets.filter_bar import FilterBar
 from catkeeper.widgets.host_strip import HostStrip
 from catkeeper.widgets.vm_table import VmTable
@@ -26,6 +27,7 @@ def bindings() -> list[BindingType]:
             show=c.footer,
             # Several keys: the footer shows the one that works where it is drawn.
             key_display=c.key_display if len(c.keys) == 1 else None,
+            priority=c.name in TYPED_AFTER,
         )
         # Screen keys first, as k9s does: at 80 columns the footer still shows / ? q.
         for c in sorted(reaching(Face.KEY), key=lambda c: c.scope is not Scope.UI)

@@ -115,7 +115,10 @@ class FilterBar(Horizontal):
         entry.cursor_position = len(entry.value)
         self.set_problem(None)
         self.add_class("-open")
-        entry.focus()
+        # At once, not on the next turn as Widget.focus() would: keys that came in the same
+        # read as the "/" (typed fast, pasted, batched by ssh) are queued already, and would
+        # reach the table's keys ("s" of "state" boots the VM under the cursor).
+        self.screen.set_focus(entry)
 
     def set_filter_text(self, text: str) -> None:
         """Change the remembered filter without posting Changed (the caller applies it)."""
