@@ -90,6 +90,11 @@ async def test_keys_typed_right_after_slash_go_to_the_bar(tmp_path: Path) -> Non
         assert isinstance(app.screen, FleetScreen)  # no confirmation asked
         assert app.fleet_screen.bar.input.value == "db"
         await until(lambda: names(app) == ["db-01"], what="the filter applied")
+        await pilot.press("escape")
+        for key, char in [("colon", ":"), ("s", "s"), ("o", "o")]:
+            app.post_message(events.Key(key, char))
+        await pilot.pause()
+        assert (app.fleet_screen.bar.mode, app.fleet_screen.bar.input.value) == ("command", "so")
 
 
 async def test_a_filter_longer_than_the_bar_scrolls_to_the_cursor(tmp_path: Path) -> None:
